@@ -59,10 +59,19 @@ export interface ServerCertificate {
   /** Lower-cased server hosts without their `ns/` prefix: `example.com`, `*.example.com`, `*`. */
   sniHosts: string[];
   mode: 'SIMPLE' | 'MUTUAL';
-  certPem: string;
-  keyPem: string;
+  /**
+   * Key material comes either inline (from a `credentialName` Secret, resolved by pilot) or
+   * as file paths (`serverCertificate`/`privateKey`/`caCertificates`): those name files on
+   * the proxy's own filesystem, as in Istio, so the data plane reads them when it applies
+   * the config (and NACKs if it cannot).
+   */
+  certPem: string | null;
+  keyPem: string | null;
+  certFile: string | null;
+  keyFile: string | null;
   /** CA bundle that client certificates must chain to (MUTUAL only). */
   caPem: string | null;
+  caFile: string | null;
   /** Client certificate SANs accepted (MUTUAL only); empty = any cert from the CA. */
   subjectAltNames: string[];
   minVersion: 'TLSv1.2' | 'TLSv1.3' | null;
@@ -261,10 +270,14 @@ export interface UpstreamTls {
   mode: 'SIMPLE' | 'MUTUAL';
   /** SNI to send; default: the service host name. */
   sni: string;
-  /** Null: the system's CA store. */
+  /** Null (and caFile null): the system's CA store. */
   caPem: string | null;
   certPem: string | null;
   keyPem: string | null;
+  /** Paths on the proxy's filesystem (DestinationRule tls caCertificates etc.), read at apply time. */
+  caFile: string | null;
+  certFile: string | null;
+  keyFile: string | null;
   subjectAltNames: string[];
   insecureSkipVerify: boolean;
 }
