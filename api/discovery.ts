@@ -10,7 +10,14 @@
 import type { ProxyConfig, ProxyIdentity } from './proxyconfig.ts';
 
 export interface HelloMessage { type: 'hello'; node: ProxyIdentity; version: string | null }
-export interface ConfigMessage { type: 'config'; version: string; nonce: string; config: ProxyConfig }
+export interface ConfigMessage {
+  type: 'config';
+  version: string;
+  nonce: string;
+  config: ProxyConfig;
+  /** Config problems that concern this proxy (formatted lines), for its admin port and log. */
+  problems: string[];
+}
 export interface AckMessage { type: 'ack'; version: string; nonce: string }
 export interface NackMessage { type: 'nack'; version: string; nonce: string; error: string }
 

@@ -1,0 +1,61 @@
+// Pieces the long-running commands share: logging, identity flags, shutdown.
+import { hostname } from 'node:os';
+import pino, { type Logger } from 'pino';
+import type { ProxyIdentity } from '../api/proxyconfig.ts';
+import { parseLabels, parsePort, parsePortMap, UsageError } from './args.ts';
+
+export function makeLogger(level: string | undefined): Logger {
+  const lvl = level ?? process.env.MESHGATE_LOG_LEVEL ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(lvl)) throw new UsageError(`--log-level: "${lvl}" is not one of error, warn, info, debug, silent`);
+  return pino({ level: lvl, base: { pid: process.pid } });
+}
+
+export const gatewayFlags = {
+  labels: { type: 'string', default: 'istio=ingressgateway' },
+  namespace: { type: 'string', default: 'istio-system' },
+  id: { type: 'string' },
+  'admin-port': { type: 'string', default: '15000' },
+  'health-port': { type: 'string', default: '15021' },
+  'port-map': { type: 'string', default: '' },
+  'log-level': { type: 'string', default: 'info' },
+} as const;
+
+export interface GatewayFlagValues {
+  node: ProxyIdentity;
+  adminPort: number;
+  healthPort: number;
+  portMap: Record<number, number>;
+}
+
+export function readGatewayFlags(v: Record<string, string | boolean | undefined>): GatewayFlagValues {
+  const labels = parseLabels('--labels', String(v.labels));
+  const namespace = String(v.namespace);
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new UsageError(`--namespace: "${namespace}" is not a valid namespace name`);
+  const id = typeof v.id === 'string' ? v.id : `gateway~${hostname()}-${process.pid}~${namespace}`;
+  return {
+    node: { id, namespace, labels },
+    adminPort: parsePort('--admin-port', String(v['admin-port'])),
+    healthPort: parsePort('--health-port', String(v['health-port'])),
+    portMap: parsePortMap('--port-map', String(v['port-map'] ?? '')),
+  };
+}
+
+/** Resolves when the process is asked to stop; runs `close` first. */
+export function untilSignal(log: Logger, close: () => Promise<void>): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal: sig }, 'shutting down');
+      const force = setTimeout(() => resolve(1), 10_000);
+      force.unref();
+      close().then(() => resolve(0), (err: Error) => {
+        log.error({ err: err.message }, 'error while shutting down');
+        resolve(1);
+      });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}

@@ -1,0 +1,80 @@
+// The config store turns what a source read into the snapshot translation works on.
+//
+// It keeps, per resource (kind/namespace/name), the last version that validated: when an
+// edit makes a resource invalid, the edit is rejected with a problem that names the file,
+// field and reason, and the previous version keeps serving. Everything else in the
+// config is unaffected. A resource that was never valid is simply not there.
+import { EventEmitter } from 'node:events';
+import type { ConfigSnapshot, Resource } from '../api/istio.ts';
+import { resourceKey, type Problem } from '../api/problems.ts';
+import { validateResource, toSnapshot } from '../api/validate.ts';
+import { checkReferences } from './translate/references.ts';
+import type { SourceState } from './source/file.ts';
+
+export interface StoreState {
+  /** Increases by one with every snapshot that differs from the previous one. */
+  generation: number;
+  snapshot: ConfigSnapshot;
+  /** Problems of the current source state: load, validation, rejected edits, references. */
+  problems: Problem[];
+}
+
+/** Emits `update` (StoreState) after each source change. */
+export class ConfigStore extends EventEmitter {
+  private accepted = new Map<string, Resource>();
+  // Validation is cached per Resource object: the file source re-creates objects only for
+  // files that changed, so an edit re-validates one file, not the whole folder.
+  private validated = new WeakMap<Resource, Problem[]>();
+  private current: StoreState = {
+    generation: 0,
+    snapshot: { gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [] },
+    problems: [],
+  };
+
+  get state(): StoreState {
+    return this.current;
+  }
+
+  update(source: SourceState): StoreState {
+    const problems: Problem[] = [...source.problems];
+    const next = new Map<string, Resource>();
+    const firstSeen = new Map<string, Resource>();
+    for (const r of source.resources) {
+      const key = resourceKey(r.kind, r.metadata.namespace, r.metadata.name);
+      const dup = firstSeen.get(key);
+      if (dup) {
+        problems.push({
+          code: 'MG_CONFIG_DUPLICATE', severity: 'error', file: r.source.file, line: r.source.line, resource: key,
+          message: `${key} is also defined in ${dup.source.file}:${dup.source.line}; this copy is ignored`,
+        });
+        continue;
+      }
+      firstSeen.set(key, r);
+      let found = this.validated.get(r);
+      if (!found) {
+        found = validateResource(r);
+        this.validated.set(r, found);
+      }
+      problems.push(...found);
+      if (!found.some((p) => p.severity === 'error')) {
+        next.set(key, r);
+        continue;
+      }
+      const previous = this.accepted.get(key);
+      if (previous) {
+        next.set(key, previous);
+        problems.push({
+          code: 'MG_CONFIG_INVALID', severity: 'error', file: r.source.file, line: r.source.line, resource: key,
+          message: `this version of ${key} was rejected; the last valid version (from ${previous.source.file}:${previous.source.line}) keeps serving`,
+        });
+      }
+    }
+    const changed = next.size !== this.accepted.size || [...next].some(([k, r]) => this.accepted.get(k) !== r);
+    this.accepted = next;
+    const snapshot = changed ? toSnapshot([...next.values()]) : this.current.snapshot;
+    problems.push(...checkReferences(snapshot));
+    this.current = { generation: this.current.generation + (changed ? 1 : 0), snapshot, problems };
+    this.emit('update', this.current);
+    return this.current;
+  }
+}
