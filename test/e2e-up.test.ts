@@ -151,10 +151,10 @@ describe('meshgate up', () => {
     await dir.write('routes.yaml', routes('v2'));
     const good = (await configDump(ports.admin)).version;
     await dir.write('routes.yaml', routes('v1', '    timeout: 5 seconds\n'));
-    const problems = await eventually(async () => {
+    const problems: string = await eventually(async () => {
       const r = await fetch(`http://127.0.0.1:${ports.admin}/problems`);
       const text = await r.text();
-      return /5 seconds/.test(text) ? text : null;
+      return /5 seconds/.test(text) ? text : '';
     }, 3000, 'the problem on the admin port');
     assert.match(problems, /MG_CONFIG_DURATION/);
     assert.match(problems, /routes\.yaml/);
