@@ -21,8 +21,22 @@ spec:
         host: reviews
 `;
 
+const GATEWAY = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+`;
+
+// Parsed once: the file source hands the store the same objects for files that did not change.
+const g = parseConfigText('gateway.yaml', GATEWAY);
+
 function load(text: string, file = 'routes.yaml') {
-  return parseConfigText(file, text);
+  const r = parseConfigText(file, text);
+  return { resources: [...g.resources, ...r.resources], problems: [...g.problems, ...r.problems] };
 }
 
 test('store: an invalid edit is rejected and the last valid version keeps serving', () => {
@@ -58,7 +72,7 @@ test('store: the same resource in two files is reported and the first one wins',
   const store = new ConfigStore();
   const a = load(vs('1s'), 'a.yaml');
   const b = load(vs('2s'), 'b.yaml');
-  const s = store.update({ resources: [...a.resources, ...b.resources], problems: [] });
+  const s = store.update({ resources: [...a.resources, ...b.resources.slice(1)], problems: [] });
   assert.equal(s.snapshot.virtualServices.length, 1);
   assert.equal(s.snapshot.virtualServices[0].spec.http![0].timeout, '1s');
   const dup = s.problems.find((p) => p.code === 'MG_CONFIG_DUPLICATE');

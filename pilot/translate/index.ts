@@ -1,0 +1,46 @@
+// translate(snapshot, proxy) → the config one proxy runs. A pure function: no clock, no I/O,
+// no globals, no randomness; the same input gives a deep-equal output, and every list in
+// it has a defined order, so a config's content hash only changes when its meaning does.
+import type { ConfigSnapshot } from '../../api/istio.ts';
+import type { ProxyConfig, ProxyIdentity } from '../../api/proxyconfig.ts';
+import type { Problem } from '../../api/problems.ts';
+import { buildIndexes, problemSink } from './indexes.ts';
+import { buildListeners, selectGateways } from './gateway.ts';
+import { buildVirtualHosts } from './route.ts';
+import type { RouteContext } from './route.ts';
+import { buildClusters } from './cluster.ts';
+import type { DestinationRef } from './references.ts';
+
+export interface TranslateResult {
+  config: Omit<ProxyConfig, 'version'>;
+  /** Problems in what this proxy serves (broken references, port conflicts), each once. */
+  problems: Problem[];
+}
+
+export function translate(snapshot: ConfigSnapshot, proxy: ProxyIdentity): TranslateResult {
+  // 1. Indexes: maps by gateway, host and name, so later steps never scan the snapshot.
+  const idx = buildIndexes(snapshot);
+  const sink = problemSink();
+
+  // 2. The Gateways whose selector matches this proxy, in snapshot order (it decides which
+  //    server keeps a contested port).
+  const gateways = selectGateways(snapshot.gateways, proxy);
+
+  // 3. Listeners: servers grouped by port, conflicting and unservable servers dropped.
+  const plans = buildListeners(idx, gateways, sink);
+
+  // 4. Virtual hosts and routes per listener; routes record every cluster they refer to.
+  const clusters = new Map<string, DestinationRef>();
+  const ctx: RouteContext = { idx, sink, clusters };
+  for (const plan of plans) plan.listener.virtualHosts = buildVirtualHosts(ctx, plan);
+
+  // 5. Clusters last: only what the routes above refer to, sorted by name.
+  const config: Omit<ProxyConfig, 'version'> = {
+    proxy: { id: proxy.id, namespace: proxy.namespace, labels: { ...proxy.labels } },
+    listeners: plans.map((p) => p.listener),
+    clusters: buildClusters(idx, clusters, sink),
+  };
+  return { config, problems: sink.list() };
+}
+
+export { checkReferences } from './references.ts';
