@@ -37,7 +37,10 @@ test('file source: sees files added, edited and removed, one change event per bu
   await dir.write('b.yaml', vs('b', '/b'));
   await dir.write('nested/c.yml', vs('c', '/c'));
   await dir.write('a.yaml', vs('a', '/a2'));
-  const last = await eventually(() => events.length > 0 && names(events.at(-1)!).length === 3 && events.at(-1), 2000, 'three resources');
+  const last: SourceState = await eventually(() => {
+    const e = events.at(-1);
+    return e && names(e).length === 3 ? e : null;
+  }, 2000, 'three resources');
   assert.equal(events.length, 1, 'a burst of writes is one change');
   const a = last.resources.find((r) => r.metadata.name === 'a')!;
   assert.equal((a.spec as { http: { match: { uri: { prefix: string } }[] }[] }).http[0].match[0].uri.prefix, '/a2');
@@ -57,7 +60,7 @@ test('file source: a file that stops parsing keeps its last good resources and r
   src.on('change', (s: SourceState) => events.push(s));
   src.watch();
   await dir.write('a.yaml', 'apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: a\nspec:\n  hosts: [\n  http: x\n');
-  const s = await eventually(() => events.at(-1), 2000, 'change event');
+  const s: SourceState = await eventually(() => events.at(-1) ?? null, 2000, 'change event');
   assert.deepEqual(names(s), ['VirtualService/a'], 'the last good version is kept');
   const yamlProblem = s.problems.find((p) => p.code === 'MG_CONFIG_YAML');
   assert.ok(yamlProblem, 'the YAML error is reported');

@@ -34,13 +34,13 @@ export async function tempDir(prefix = 'meshgate-test-'): Promise<TempDir> {
 }
 
 /** Polls `check` every 20 ms until it returns a truthy value or `ms` pass. */
-export async function eventually<T>(check: () => T | Promise<T>, ms = 3000, what = 'condition'): Promise<T> {
+export async function eventually<T>(check: () => T | Promise<T>, ms = 3000, what = 'condition'): Promise<NonNullable<T>> {
   const end = Date.now() + ms;
   let last: unknown;
   for (;;) {
     try {
       const v = await check();
-      if (v) return v;
+      if (v) return v as NonNullable<T>;
     } catch (err) {
       last = err;
     }
