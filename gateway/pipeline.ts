@@ -1,0 +1,472 @@
+// The request pipeline of one listener. Stages run in this order, and the order matters:
+//
+//  1. request checks      Host/:authority present, path normalised or refused (400).
+//                         Everything after this sees only a path it can trust, so no later
+//                         stage can be bypassed with `..`, `%2e` or `#` [CVE-2021-39156].
+//  2. internal headers    client-set x-envoy-*/x-meshgate-*/x-forwarded-client-cert are
+//                         dropped before anything reads headers (routing included), so a
+//                         client cannot steer a decision the proxy owns [CVE-2023-27487].
+//  3. x-request-id        kept when valid, else generated: every later log line and local
+//                         reply can carry it.
+//  4. route match         virtual host by authority, then the first matching route; 404
+//                         with an empty body and no upstream call when nothing matches.
+//  5. httpsRedirect       a virtual host that requires TLS answers 301 before any route
+//                         action (Envoy's require_tls runs before the route's action).
+//  6. CORS                preflights are answered here: they must not reach faults or the
+//                         upstream, and must succeed even when the route aborts requests.
+//  7. fault               delay, then abort: injected after CORS and before the action, so
+//                         it exercises the client's handling of a failing route.
+//  8. action              redirect, direct response, or route: weighted cluster pick,
+//                         rewrite, upstream headers, body decision, mirrors, forward.
+//
+// Per request only named functions run over the compiled table; the table is read once
+// into locals at the start (`rt`), so a config swap mid-request cannot mix versions.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { addCorsHeaders, answerPreflight, answerUnmatchedPreflight, corsOriginAllowed, isPreflight } from './cors.ts';
+import { applyHeaderOps, buildUpstreamHeaders, clientAddress, pickRequestId, stripInternalHeaders } from './headers.ts';
+import { BODY_FAULT_ABORT, sendLocalReply, writeSocketReply } from './local-reply.ts';
+import { normalizeTarget, type NormalizeOptions, type NormalizedTarget } from './normalize.ts';
+import {
+  ACTION_DIRECT, ACTION_REDIRECT, NO_HEADERS, NO_QUERY, findRoute, parseQuery, selectVirtualHost,
+  type CompiledMatch, type CompiledRoute, type CompiledWeighted, type HeaderValues, type RouteTable,
+} from './router.ts';
+import type { DownstreamReq, DownstreamRes, HeaderMap, ResponseHooks, UpstreamRequest, Upstreams } from './upstream/types.ts';
+
+/** What one listener serves at one config version; swapped whole on apply. */
+export interface ListenerRuntime {
+  table: RouteTable;
+  /** The Gateway port (what routes and redirects see), not the local bound port. */
+  port: number;
+  scheme: 'http' | 'https';
+  upstreams: Upstreams;
+  normalize: NormalizeOptions;
+  log: Logger | null;
+}
+
+/** Bodies up to this size are held in memory when the route may send them twice. */
+export const MAX_BUFFERED_BODY = 64 * 1024;
+const EMPTY_BODY = Buffer.alloc(0);
+
+/** Per-request state carried across the async stages (fault delay, body read). */
+class RequestContext {
+  rt: ListenerRuntime;
+  req: DownstreamReq;
+  res: DownstreamRes;
+  route: CompiledRoute;
+  match: CompiledMatch;
+  path: string;
+  query: string;
+  authority: string;
+  requestId: string;
+  corsOrigin: string | null;
+  grpc: boolean;
+  constructor(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string, grpc: boolean) {
+    this.rt = rt;
+    this.req = req;
+    this.res = res;
+    this.route = match.route;
+    this.match = match;
+    this.path = target.path;
+    this.query = target.query;
+    this.authority = authority;
+    this.requestId = requestId;
+    this.corsOrigin = null;
+    this.grpc = grpc;
+  }
+}
+
+/**
+ * Response header edits for one routed request: route ops, then the chosen destination's,
+ * then CORS. Routes with none of these share NO_HOOKS.
+ */
+class RouteHooks implements ResponseHooks {
+  route: CompiledRoute;
+  wc: CompiledWeighted | null;
+  origin: string | null;
+  constructor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null) {
+    this.route = route;
+    this.wc = wc;
+    this.origin = origin;
+  }
+  onHeaders(_status: number, headers: HeaderMap): void {
+    const r = this.route;
+    if (r.responseOps !== null) applyHeaderOps(headers, r.responseOps);
+    if (this.wc !== null && this.wc.responseOps !== null) applyHeaderOps(headers, this.wc.responseOps);
+    if (this.origin !== null && r.cors !== null) addCorsHeaders(r.cors, this.origin, headers);
+  }
+}
+
+const NO_HOOKS: ResponseHooks = { onHeaders() {} };
+
+function hooksFor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null): ResponseHooks {
+  if (route.responseOps === null && (wc === null || wc.responseOps === null) && origin === null) return NO_HOOKS;
+  return new RouteHooks(route, wc, origin);
+}
+
+function isGrpc(ct: string | undefined): boolean {
+  return ct !== undefined && ct.startsWith('application/grpc');
+}
+
+/** Host (HTTP/1) or :authority (HTTP/2); undefined when the client sent neither. */
+function requestAuthority(req: DownstreamReq): string | undefined {
+  const h = req.headers;
+  const a = h[':authority'];
+  if (typeof a === 'string' && a.length > 0) return a;
+  const host = h.host;
+  return host === undefined || host.length === 0 ? undefined : host;
+}
+
+/**
+ * Absolute-form targets (`GET http://host/p HTTP/1.1`): the authority in the target wins
+ * over Host (RFC 9112 3.2.2), as Envoy does.
+ */
+function splitAbsoluteForm(url: string): { authority: string; target: string } | null {
+  const lower = url.slice(0, 8).toLowerCase();
+  const start = lower.startsWith('http://') ? 7 : lower.startsWith('https://') ? 8 : -1;
+  if (start < 0) return null;
+  const slash = url.indexOf('/', start);
+  const qmark = url.indexOf('?', start);
+  const end = slash < 0 ? (qmark < 0 ? url.length : qmark) : (qmark >= 0 && qmark < slash ? qmark : slash);
+  const authority = url.slice(start, end);
+  if (authority.length === 0 || authority.includes('@')) return null;
+  const rest = url.slice(end);
+  return { authority, target: rest.startsWith('/') ? rest : '/' + rest };
+}
+
+/** Every value of every header, as received (node joins repeated headers in `headers`). */
+function distinctHeaders(req: DownstreamReq): HeaderValues {
+  const d = (req as IncomingMessage).headersDistinct;
+  if (d !== undefined) return d;
+  // HTTP/2 compat requests have no headersDistinct; rawHeaders keeps each occurrence.
+  const raw = req.rawHeaders;
+  const out: Record<string, string[]> = Object.create(null);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toLowerCase();
+    const cur = out[name];
+    if (cur === undefined) out[name] = [raw[i + 1]]; else cur.push(raw[i + 1]);
+  }
+  return out;
+}
+
+function sendEmpty(res: DownstreamRes, status: number, grpc: boolean): void {
+  sendLocalReply(res, status, '', grpc, -1, null);
+}
+
+// ---------------------------------------------------------------- entry point
+
+/** `request` handler of every listener (HTTP/1.1, h2c and TLS alike). */
+export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes): void {
+  const headers = req.headers;
+  const grpc = isGrpc(headers['content-type']);
+
+  // 1. request checks
+  let authority = requestAuthority(req);
+  let url = req.url ?? '';
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    const abs = splitAbsoluteForm(url);
+    if (abs !== null) { authority = abs.authority; url = abs.target; }
+  }
+  if (authority === undefined) return sendEmpty(res, 400, grpc);
+  const target = normalizeTarget(url, rt.normalize);
+  if (target === null) return sendEmpty(res, 400, grpc);
+
+  // 2. internal headers
+  stripInternalHeaders(headers);
+
+  // 3. x-request-id
+  const requestId = pickRequestId(headers['x-request-id']);
+
+  // 4. route match (5. httpsRedirect sits between virtual host and route)
+  const table = rt.table;
+  const vh = selectVirtualHost(table, authority);
+  if (vh === null) return sendEmpty(res, 404, grpc);
+  if (vh.httpsRedirect && rt.scheme === 'http') return sendHttpsRedirect(res, authority, target);
+  const match = findRoute(
+    vh, target.path, req.method ?? 'GET', rt.scheme, authority,
+    vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS,
+    vh.needsQuery ? parseQuery(target.query) : NO_QUERY,
+  );
+  if (match === null) return sendEmpty(res, 404, grpc);
+
+  const ctx = new RequestContext(rt, req, res, match, target, authority, requestId, grpc);
+
+  // 6. CORS
+  const cors = match.route.cors;
+  if (cors !== null) {
+    const origin = headers.origin;
+    const preflight = isPreflight(req.method, headers['access-control-request-method']);
+    if (origin !== undefined && corsOriginAllowed(cors, origin)) {
+      if (preflight) return answerPreflight(cors, origin, res);
+      ctx.corsOrigin = origin;
+    } else if (preflight && !cors.forwardUnmatched) {
+      return answerUnmatchedPreflight(res);
+    }
+  }
+
+  // 7. fault
+  const fault = match.route.fault;
+  if (fault !== null && fault.delayMs > 0 && fault.delayPercent > 0 && Math.random() * 100 < fault.delayPercent) {
+    setTimeout(afterFaultDelay, fault.delayMs, ctx);
+    return;
+  }
+  abortOrAct(ctx);
+}
+
+function afterFaultDelay(ctx: RequestContext): void {
+  // The client may have given up while we waited; nothing to send then.
+  if (ctx.res.destroyed || ctx.res.writableEnded) return;
+  abortOrAct(ctx);
+}
+
+function abortOrAct(ctx: RequestContext): void {
+  const fault = ctx.route.fault;
+  if (fault !== null && fault.abortPercent > 0 && Math.random() * 100 < fault.abortPercent) {
+    sendLocalReply(ctx.res, fault.abortStatus, BODY_FAULT_ABORT, ctx.grpc, fault.abortGrpc, hooksFor(ctx.route, null, ctx.corsOrigin));
+    return;
+  }
+  runAction(ctx);
+}
+
+// ---------------------------------------------------------------- 8. actions
+
+function runAction(ctx: RequestContext): void {
+  const a = ctx.route.action;
+  if (a.kind === ACTION_REDIRECT) return sendRedirect(ctx);
+  if (a.kind === ACTION_DIRECT) return sendDirectResponse(ctx);
+  forwardRoute(ctx);
+}
+
+function defaultPort(scheme: string): string {
+  return scheme === 'https' ? '443' : scheme === 'http' ? '80' : '';
+}
+
+/** Splits `host:port` / `[v6]:port`; port '' when absent. */
+function splitHostPort(authority: string): { host: string; port: string } {
+  if (authority.charCodeAt(0) === 91 /* [ */) {
+    const close = authority.indexOf(']');
+    if (close > 0) {
+      return { host: authority.slice(0, close + 1), port: authority.charCodeAt(close + 1) === 58 ? authority.slice(close + 2) : '' };
+    }
+  }
+  const colon = authority.lastIndexOf(':');
+  return colon < 0 ? { host: authority, port: '' } : { host: authority.slice(0, colon), port: authority.slice(colon + 1) };
+}
+
+/** Istio's tls.httpsRedirect: same host and path on https; `:80` dropped as Envoy does. */
+function sendHttpsRedirect(res: DownstreamRes, authority: string, target: NormalizedTarget): void {
+  const hp = splitHostPort(authority);
+  const host = hp.port === '' || hp.port === '80' ? hp.host : authority;
+  const location = `https://${host}${target.path}${target.query ? '?' + target.query : ''}`;
+  (res as ServerResponse).writeHead(301, { location, 'content-length': '0' });
+  res.end();
+}
+
+/** Location of a redirect route, following Envoy's rules for host, port and scheme. */
+function redirectLocation(route: CompiledRoute, rt: ListenerRuntime, authority: string, path: string, query: string): string {
+  const a = route.action;
+  const reqScheme = rt.scheme;
+  const scheme = a.redirectScheme ?? reqScheme;
+  const hp = splitHostPort(authority);
+  let host = hp.host;
+  let port = hp.port;
+  if (a.redirectAuthority !== null) {
+    // The new authority replaces host and port together.
+    const np = splitHostPort(a.redirectAuthority);
+    host = np.host;
+    port = np.port;
+  } else if (scheme !== reqScheme && port === defaultPort(reqScheme)) {
+    port = '';
+  }
+  if (a.redirectPort !== null) port = String(a.redirectPort);
+  else if (a.derivePort === 'FROM_PROTOCOL_DEFAULT') port = '';
+  else if (a.derivePort === 'FROM_REQUEST_PORT') port = String(rt.port);
+  if (port === defaultPort(scheme)) port = '';
+  let pathAndQuery: string;
+  const uri = a.redirectUri;
+  if (uri === null) pathAndQuery = query ? `${path}?${query}` : path;
+  else if (uri.includes('?') || !query) pathAndQuery = uri;
+  else pathAndQuery = `${uri}?${query}`;
+  return `${scheme}://${host}${port ? ':' + port : ''}${pathAndQuery}`;
+}
+
+function sendRedirect(ctx: RequestContext): void {
+  const headers: HeaderMap = { location: redirectLocation(ctx.route, ctx.rt, ctx.authority, ctx.path, ctx.query), 'content-length': '0' };
+  hooksFor(ctx.route, null, ctx.corsOrigin).onHeaders(ctx.route.action.status, headers);
+  (ctx.res as ServerResponse).writeHead(ctx.route.action.status, headers);
+  ctx.res.end();
+}
+
+function sendDirectResponse(ctx: RequestContext): void {
+  const a = ctx.route.action;
+  const headers: HeaderMap = a.body !== null && a.body.length > 0
+    ? { 'content-type': 'text/plain', 'content-length': String(a.body.length) }
+    : { 'content-length': '0' };
+  hooksFor(ctx.route, null, ctx.corsOrigin).onHeaders(a.status, headers);
+  (ctx.res as ServerResponse).writeHead(a.status, headers);
+  if (a.body !== null) ctx.res.end(a.body); else ctx.res.end();
+}
+
+/** Weighted pick with one random number over the precomputed running sums. */
+function pickCluster(route: CompiledRoute): CompiledWeighted {
+  const a = route.action;
+  const cs = a.clusters;
+  if (cs.length === 1 || a.totalWeight <= 0) return cs[0];
+  const r = Math.random() * a.totalWeight;
+  const cum = a.cumulative;
+  for (let i = 0; i < cs.length; i++) if (r < cum[i]) return cs[i];
+  return cs[cs.length - 1];
+}
+
+/**
+ * The path sent upstream: a uri rewrite replaces the matched prefix of a prefix match, or
+ * the whole path otherwise; a regex rewrite substitutes every match (`\1` groups).
+ */
+export function rewritePath(route: CompiledRoute, match: CompiledMatch, path: string): string {
+  let p = path;
+  const uri = route.rewriteUri;
+  if (uri !== null) p = match.prefixLen >= 0 ? uri + p.slice(match.prefixLen) : uri;
+  const rr = route.rewriteRegex;
+  if (rr !== null) p = rr.re.matcher(p).replaceAll(rr.replacer);
+  return p;
+}
+
+function hasNoBody(req: DownstreamReq): boolean {
+  const h = req.headers;
+  const cl = h['content-length'];
+  if (cl === '0') return true;
+  if ((req as Http2ServerRequest).stream !== undefined) return (req as Http2ServerRequest).stream.endAfterHeaders;
+  return cl === undefined && h['transfer-encoding'] === undefined;
+}
+
+function buildUpstreamRequest(ctx: RequestContext, wc: CompiledWeighted, upgrade: boolean): UpstreamRequest {
+  const route = ctx.route;
+  const req = ctx.req;
+  const headers = buildUpstreamHeaders(req.headers, upgrade, clientAddress(req.socket.remoteAddress), ctx.rt.scheme, ctx.requestId);
+  let authority = route.rewriteAuthority ?? ctx.authority;
+  // Route edits first, then the destination's, so a destination can override its route.
+  if (route.requestOps !== null) {
+    applyHeaderOps(headers, route.requestOps);
+    if (route.requestOps.authority !== null) authority = route.requestOps.authority;
+  }
+  if (wc.requestOps !== null) {
+    applyHeaderOps(headers, wc.requestOps);
+    if (wc.requestOps.authority !== null) authority = wc.requestOps.authority;
+  }
+  const path = rewritePath(route, ctx.match, ctx.path);
+  return {
+    method: req.method ?? 'GET',
+    path: ctx.query ? `${path}?${ctx.query}` : path,
+    authority,
+    headers,
+    body: null,
+    timeoutMs: route.timeoutMs,
+    retries: route.retries,
+    hashHeaders: req.headers,
+    sourceIp: clientAddress(req.socket.remoteAddress),
+    query: ctx.query,
+    grpc: ctx.grpc,
+  };
+}
+
+function forwardRoute(ctx: RequestContext): void {
+  const route = ctx.route;
+  const wc = pickCluster(route);
+  const up = buildUpstreamRequest(ctx, wc, false);
+  const req = ctx.req;
+  // Body: none → empty Buffer; small and maybe sent twice (retries, mirrors) → read it
+  // whole; anything else (large, unknown length, gRPC streams) → stream it through.
+  if (hasNoBody(req)) {
+    up.body = EMPTY_BODY;
+  } else if (route.bufferBody && !ctx.grpc) {
+    const cl = Number(req.headers['content-length']);
+    if (cl >= 0 && cl <= MAX_BUFFERED_BODY) {
+      readBody(req, cl).then((body) => {
+        if (body === null) return;
+        up.body = body;
+        send(ctx, wc, up);
+      }, () => { /* client went away while sending its body */ });
+      return;
+    }
+  }
+  send(ctx, wc, up);
+}
+
+async function readBody(req: DownstreamReq, expected: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    // HTTP/1's parser enforces content-length; HTTP/2 does not, so cap here.
+    if (size > expected) { req.destroy(); return null; }
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+}
+
+function send(ctx: RequestContext, wc: CompiledWeighted, up: UpstreamRequest): void {
+  const rt = ctx.rt;
+  const mirrors = ctx.route.mirrors;
+  // Mirrors need the whole body; a streamed body cannot be copied, so those are skipped.
+  if (mirrors.length > 0 && up.body !== null) {
+    for (let i = 0; i < mirrors.length; i++) {
+      const m = mirrors[i];
+      if (m.percent >= 100 || Math.random() * 100 < m.percent) {
+        // Own header map: the main forward may still edit `up.headers`. The upstream half
+        // adds Envoy's `-shadow` to the authority.
+        rt.upstreams.mirror(m.cluster, { ...up, headers: { ...up.headers } });
+      }
+    }
+  }
+  rt.upstreams.forward(wc.cluster, ctx.req, ctx.res, up, hooksFor(ctx.route, wc, ctx.corsOrigin))
+    .then(undefined, (err: unknown) => forwardFailed(ctx, err));
+}
+
+function forwardFailed(ctx: RequestContext, err: unknown): void {
+  ctx.rt.log?.error({ err, route: ctx.route.name, requestId: ctx.requestId }, 'forward failed');
+  if (!ctx.res.headersSent) sendEmpty(ctx.res, 500, ctx.grpc);
+  else ctx.res.destroy();
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+export function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  const u = req.headers.upgrade;
+  return u !== undefined && u.toLowerCase() === 'websocket';
+}
+
+/**
+ * `upgrade` handler (HTTP/1.1 WebSocket): the same checks and route match as a request,
+ * then the upstream half tunnels the socket. Faults and CORS do not apply to tunnels.
+ */
+export function handleUpgrade(rt: ListenerRuntime, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const authority = requestAuthority(req);
+  const target = authority === undefined ? null : normalizeTarget(req.url ?? '', rt.normalize);
+  if (authority === undefined || target === null) return writeSocketReply(socket, 400, '', '');
+  stripInternalHeaders(req.headers);
+  const requestId = pickRequestId(req.headers['x-request-id']);
+  const vh = selectVirtualHost(rt.table, authority);
+  if (vh === null) return writeSocketReply(socket, 404, '', '');
+  if (vh.httpsRedirect && rt.scheme === 'http') {
+    const hp = splitHostPort(authority);
+    const host = hp.port === '' || hp.port === '80' ? hp.host : authority;
+    return writeSocketReply(socket, 301, '', `location: https://${host}${target.path}${target.query ? '?' + target.query : ''}\r\n`);
+  }
+  const match = findRoute(vh, target.path, req.method ?? 'GET', rt.scheme, authority,
+    vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS, vh.needsQuery ? parseQuery(target.query) : NO_QUERY);
+  if (match === null) return writeSocketReply(socket, 404, '', '');
+  const a = match.route.action;
+  if (a.kind === ACTION_REDIRECT) return writeSocketReply(socket, a.status, '', `location: ${redirectLocation(match.route, rt, authority, target.path, target.query)}\r\n`);
+  if (a.kind === ACTION_DIRECT) return writeSocketReply(socket, a.status, a.body === null ? '' : a.body.toString('utf8'), '');
+  // No response object on a tunnel: the context only carries what the request builder reads.
+  const ctx = new RequestContext(rt, req, null as unknown as DownstreamRes, match, target, authority, requestId, false);
+  const wc = pickCluster(match.route);
+  const up = buildUpstreamRequest(ctx, wc, true);
+  up.body = EMPTY_BODY;
+  rt.upstreams.upgrade(wc.cluster, req, socket, head, up).then(undefined, (err: unknown) => {
+    rt.log?.error({ err, route: match.route.name }, 'upgrade failed');
+    writeSocketReply(socket, 500, '', '');
+  });
+}
