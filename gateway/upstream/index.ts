@@ -1,0 +1,114 @@
+// The upstream half of the data plane: the `Upstreams` the downstream half calls (see
+// types.ts). Holds the clusters of the applied config version by name.
+//
+// update(): every cluster of the new version is built (TLS files read, pickers and rings
+// computed) before anything is swapped, so a failure leaves the old version running. A
+// cluster whose JSON did not change keeps its runtime — connections, outlier ejections,
+// round-robin position. Replaced and removed clusters drain: requests already using them
+// finish on them, then their connections close.
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Cluster } from '../../api/proxyconfig.ts';
+import { ClusterRuntime } from './cluster.ts';
+import { BODY_NO_HEALTHY, forwardTo, writeLocalReply } from './forward.ts';
+import { mirrorTo } from './mirror.ts';
+import type { DownstreamReq, DownstreamRes, ForwardResult, ResponseHooks, UpstreamRequest, Upstreams } from './types.ts';
+import { upgradeTo, writeRawReply } from './websocket.ts';
+
+export type { Upstreams } from './types.ts';
+
+/** How long close() lets in-flight requests finish before cutting connections. */
+const CLOSE_GRACE_MS = 2000;
+
+const GRPC_UNAVAILABLE = 14;
+
+export function createUpstreams(opts: { log?: Logger } = {}): Upstreams {
+  return new UpstreamSet(opts.log ?? null);
+}
+
+class UpstreamSet implements Upstreams {
+  readonly log: Logger | null;
+  clusters = new Map<string, ClusterRuntime>();
+  closed = false;
+
+  constructor(log: Logger | null) {
+    this.log = log;
+  }
+
+  update(clusters: Cluster[]): void {
+    const next = new Map<string, ClusterRuntime>();
+    const built: ClusterRuntime[] = [];
+    try {
+      for (const def of clusters) {
+        if (next.has(def.name)) throw new Error(`cluster ${def.name} is defined twice`);
+        const key = JSON.stringify(def);
+        const cur = this.clusters.get(def.name);
+        if (cur !== undefined && cur.key === key) { next.set(def.name, cur); continue; }
+        const rt = new ClusterRuntime(def, key, this.log);
+        built.push(rt);
+        next.set(def.name, rt);
+      }
+    } catch (err) {
+      // The running version stays; what was built for the refused one (timers) goes.
+      for (const rt of built) rt.destroy();
+      throw err;
+    }
+    const old = this.clusters;
+    this.clusters = next;
+    for (const [name, rt] of old) {
+      if (next.get(name) !== rt) rt.drain();
+    }
+    this.log?.debug({ clusters: next.size }, 'upstream clusters updated');
+  }
+
+  forward(cluster: string, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks): Promise<ForwardResult> {
+    const c = this.clusters.get(cluster);
+    if (c === undefined) return Promise.resolve(noCluster(res, up, hooks, this.log, cluster));
+    return forwardTo(c, req, res, up, hooks);
+  }
+
+  mirror(cluster: string, up: UpstreamRequest): void {
+    const c = this.clusters.get(cluster);
+    if (c === undefined) { this.log?.debug({ cluster }, 'mirror to an unknown cluster dropped'); return; }
+    mirrorTo(c, up, this.log);
+  }
+
+  upgrade(cluster: string, req: IncomingMessage, socket: Duplex, head: Buffer, up: UpstreamRequest): Promise<ForwardResult> {
+    const c = this.clusters.get(cluster);
+    if (c === undefined) {
+      this.log?.warn({ cluster }, 'route names a cluster the proxy does not have');
+      const bytesSent = writeRawReply(socket, 503, BODY_NO_HEALTHY);
+      return Promise.resolve({ status: 503, upstreamHost: null, attempts: 0, flags: ['NC'], bytesSent });
+    }
+    return upgradeTo(c, req, socket, head, up);
+  }
+
+  snapshot(): unknown {
+    const out: Record<string, unknown> = {};
+    for (const [name, c] of this.clusters) out[name] = c.snapshot();
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const all = [...this.clusters.values()];
+    this.clusters = new Map();
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<'late'>((resolve) => { timer = setTimeout(resolve, CLOSE_GRACE_MS, 'late'); });
+    const closing = Promise.all(all.map((c) => c.close())).then(() => 'ok' as const);
+    const outcome = await Promise.race([closing, grace]);
+    clearTimeout(timer);
+    if (outcome === 'late') for (const c of all) c.destroy();
+    // Tunnels can live for hours; a closing proxy ends them.
+    for (const c of all) c.cutTunnels();
+  }
+}
+
+/** Pilot emits a cluster for every route, so an unknown name is a bug: say so in the log. */
+function noCluster(res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks, log: Logger | null, cluster: string): ForwardResult {
+  log?.warn({ cluster }, 'route names a cluster the proxy does not have');
+  const bytesSent = writeLocalReply(res, hooks, up.grpc, 503, BODY_NO_HEALTHY, GRPC_UNAVAILABLE);
+  return { status: up.grpc ? 200 : 503, upstreamHost: null, attempts: 0, flags: ['NC'], bytesSent };
+}
