@@ -170,10 +170,11 @@ export function parseConfigText(file: string, text: string): LoadResult {
 
 const CONFIG_FILE = /\.(ya?ml|json)$/i;
 
-/** Lists config files under `dir` (recursively, sorted, hidden entries skipped). */
-export async function listConfigFiles(dir: string): Promise<string[]> {
+/** Lists config files under `dir` (recursively, sorted, hidden entries skipped); the folders walked go to `dirsOut`. */
+export async function listConfigFiles(dir: string, dirsOut?: string[]): Promise<string[]> {
   const out: string[] = [];
   async function walk(d: string): Promise<void> {
+    dirsOut?.push(d);
     const entries = await readdir(d, { withFileTypes: true });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {

@@ -126,7 +126,8 @@ export class DiscoveryClient {
         const msg = this.pending;
         this.pending = null;
         try {
-          await this.opts.dataplane.apply(msg.config);
+          // The same version again carries new problems only: nothing to apply.
+          if (msg.version !== this.opts.dataplane.version) await this.opts.dataplane.apply(msg.config);
           this.opts.dataplane.setConfigProblems(msg.problems ?? []);
           this.state.lastNack = null;
           this.send({ type: 'ack', version: msg.version, nonce: msg.nonce });

@@ -180,7 +180,8 @@ describe('meshgate up', () => {
     await dir.write('routes.yaml', routes('v2'));
     await eventually(async () => (await fetch(`http://127.0.0.1:${http}/reviews/x`)).status === 200, 3000, 'route back');
     await dir.remove('routes.yaml');
-    await eventually(async () => (await fetch(`http://127.0.0.1:${http}/reviews/x`)).status === 404, 3000, 'route gone');
+    await eventually(async () => (await fetch(`http://127.0.0.1:${http}/reviews/x`)).status === 404, 3000, 'route gone')
+      .catch((err: Error) => { throw new Error(`${err.message}\n${proc.output().slice(-3000)}`); });
     await dir.write('routes.yaml', routes('v1'));
     await eventually(async () => (await fetch(`http://127.0.0.1:${http}/reviews/x`)).status === 200, 3000, 'route restored');
   });

@@ -50,6 +50,8 @@ interface Conn {
   node: ProxyIdentity | null;
   status: ProxyStatus | null;
   nonce: string | null;
+  /** The problem lines last sent, so a change in problems alone is pushed too. */
+  problems: string;
 }
 
 /** Largest message a proxy may send (hello, ack, nack). */
@@ -102,7 +104,7 @@ export class DiscoveryServer {
   }
 
   private accept(ws: WebSocket): void {
-    const conn: Conn = { ws, node: null, status: null, nonce: null };
+    const conn: Conn = { ws, node: null, status: null, nonce: null, problems: '' };
     this.conns.add(conn);
     ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
     ws.on('close', () => {
@@ -196,13 +198,14 @@ export class DiscoveryServer {
     }
     const body = { ...result.config, proxy: node };
     const version = configVersion(result.config);
-    if (version === conn.status!.sent) return;
+    const problems = [...state.problems, ...result.problems].map(formatProblem);
+    const problemsKey = problems.join('\n');
+    // A rejected edit changes no config but must still reach the proxy's admin port, so a
+    // change in problems alone is pushed too (the proxy re-applies nothing for a version it runs).
+    if (version === conn.status!.sent && problemsKey === conn.problems) return;
     const nonce = randomUUID();
-    const msg: ConfigMessage = {
-      type: 'config', version, nonce,
-      config: { version, ...body },
-      problems: [...state.problems, ...result.problems].map(formatProblem),
-    };
+    const msg: ConfigMessage = { type: 'config', version, nonce, config: { version, ...body }, problems };
+    conn.problems = problemsKey;
     conn.nonce = nonce;
     conn.status!.sent = version;
     conn.ws.send(JSON.stringify(msg));

@@ -36,11 +36,15 @@ export interface FileSourceOptions {
 export class FileSource extends EventEmitter {
   readonly dir: string;
   private readonly files = new Map<string, FileState>();
-  private watcher: FSWatcher | null = null;
+  private readonly watchers = new Map<string, FSWatcher>();
+  private poller: NodeJS.Timeout | null = null;
+  private watching = false;
   private timer: NodeJS.Timeout | null = null;
   private scanning: Promise<boolean> | null = null;
   private rescanAgain = false;
   private readonly debounceMs: number;
+  /** Folders seen by the last scan; each is watched. */
+  private dirs: string[] = [];
 
   constructor(dir: string, opts: FileSourceOptions = {}) {
     super();
@@ -54,18 +58,49 @@ export class FileSource extends EventEmitter {
     return this.state();
   }
 
-  watch(): void {
-    // fs.watch is recursive on Linux since Node 20; a rescan compares every file anyway,
-    // so which file an event names does not matter.
-    this.watcher = watch(this.dir, { recursive: true }, () => this.schedule());
-    this.watcher.on('error', (err) => this.emit('error', err));
+  /**
+   * Follows changes. Each folder gets its own (non-recursive) watcher: node's recursive
+   * mode on Linux emulates recursion per file and was seen to miss a rename-over-file
+   * (how editors and `kubectl cp` write). A rescan compares every file anyway, so which
+   * file an event names does not matter. A slow poll backs the watchers up, for file
+   * systems where events do not arrive at all (some network and container mounts).
+   */
+  watch(pollMs = 2000): void {
+    this.watching = true;
+    this.syncWatchers();
+    this.poller = setInterval(() => this.schedule(), pollMs);
+    this.poller.unref();
   }
 
   close(): void {
-    this.watcher?.close();
-    this.watcher = null;
+    this.watching = false;
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
+    if (this.poller) clearInterval(this.poller);
+    this.poller = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+  }
+
+  private syncWatchers(): void {
+    if (!this.watching) return;
+    const want = new Set(this.dirs.length ? this.dirs : [this.dir]);
+    for (const [d, w] of this.watchers) {
+      if (!want.has(d)) {
+        w.close();
+        this.watchers.delete(d);
+      }
+    }
+    for (const d of want) {
+      if (this.watchers.has(d)) continue;
+      try {
+        const w = watch(d, () => this.schedule());
+        w.on('error', () => { w.close(); this.watchers.delete(d); this.schedule(); });
+        this.watchers.set(d, w);
+      } catch {
+        // The folder went away between the scan and now; the next scan sorts it out.
+      }
+    }
   }
 
   state(): SourceState {
@@ -108,10 +143,13 @@ export class FileSource extends EventEmitter {
   private async rescan(): Promise<boolean> {
     const run = async (): Promise<boolean> => {
       let changed = false;
-      const paths = await listConfigFiles(this.dir).catch((err: NodeJS.ErrnoException) => {
+      const dirs: string[] = [];
+      const paths = await listConfigFiles(this.dir, dirs).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return [] as string[];
         throw err;
       });
+      this.dirs = dirs;
+      this.syncWatchers();
       const seen = new Set(paths);
       for (const p of [...this.files.keys()]) {
         if (!seen.has(p)) {
