@@ -80,3 +80,56 @@ test('store: the same resource in two files is reported and the first one wins',
   assert.equal(dup.file, 'b.yaml');
   assert.match(dup.message, /a\.yaml/);
 });
+
+test('store: an edit that names a subset no DestinationRule defines is rejected; the route keeps serving', () => {
+  const dr = parseConfigText('dr.yaml', `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+`);
+  const route = (subset: string) => parseConfigText('routes.yaml', `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route:
+    - destination: {host: reviews, subset: ${subset}}
+`);
+  const state = (vs: ReturnType<typeof route>) => ({ resources: [...g.resources, ...dr.resources, ...vs.resources], problems: [] });
+  const store = new ConfigStore();
+  const first = store.update(state(route('v1')));
+  assert.equal(first.snapshot.virtualServices[0].spec.http![0].route![0].destination.subset, 'v1');
+
+  const second = store.update(state(route('v9')));
+  assert.equal(second.snapshot.virtualServices[0].spec.http![0].route![0].destination.subset, 'v1', 'the previous version serves');
+  assert.equal(second.generation, first.generation);
+  const lines = second.problems.map(formatProblem);
+  assert.ok(lines.some((l) => l.includes('MG_REF_SUBSET') && l.includes('v9') && l.includes('spec.http[0].route[0].destination.subset')), lines.join('\n'));
+  assert.ok(lines.some((l) => l.includes('MG_CONFIG_INVALID') && /last valid version/.test(l)), lines.join('\n'));
+
+  const third = store.update(state(route('v2')));
+  assert.equal(third.snapshot.virtualServices[0].spec.http![0].route![0].destination.subset, 'v2');
+  assert.equal(third.problems.filter((p) => p.severity === 'error').length, 0, third.problems.map(formatProblem).join('\n'));
+});
+
+test('store: a new resource with a broken reference is applied and reported (nothing to fall back to)', () => {
+  const vs = parseConfigText('routes.yaml', `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: fresh}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - route:
+    - destination: {host: reviews, subset: nope}
+`);
+  const s = new ConfigStore().update({ resources: [...g.resources, ...vs.resources], problems: [] });
+  assert.equal(s.snapshot.virtualServices.length, 1);
+  assert.ok(s.problems.some((p) => p.code === 'MG_REF_SUBSET'));
+});

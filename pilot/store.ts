@@ -69,12 +69,44 @@ export class ConfigStore extends EventEmitter {
         });
       }
     }
+    let snapshot = toSnapshot([...next.values()]);
+    let references = checkReferences(snapshot);
+    // An edit that breaks a reference (a subset or gateway that does not exist, a port the
+    // service lacks) is rejected like an invalid one when a previous version exists: a typo
+    // in a subset name must not turn a serving route into 503s. References that break
+    // because *another* resource changed (a subset removed from a DestinationRule) are
+    // reported but applied, as Istio does.
+    const reverted = this.revertBrokenEdits(next, references, problems);
+    if (reverted) {
+      snapshot = toSnapshot([...next.values()]);
+      references = checkReferences(snapshot);
+    }
     const changed = next.size !== this.accepted.size || [...next].some(([k, r]) => this.accepted.get(k) !== r);
+    if (!changed) snapshot = this.current.snapshot;
     this.accepted = next;
-    const snapshot = changed ? toSnapshot([...next.values()]) : this.current.snapshot;
-    problems.push(...checkReferences(snapshot));
+    problems.push(...references);
     this.current = { generation: this.current.generation + (changed ? 1 : 0), snapshot, problems };
     this.emit('update', this.current);
     return this.current;
+  }
+
+  private revertBrokenEdits(next: Map<string, Resource>, references: Problem[], problems: Problem[]): boolean {
+    let reverted = false;
+    const broken = new Set(references.filter((p) => p.severity === 'error' && p.resource).map((p) => p.resource!));
+    for (const key of broken) {
+      const current = next.get(key);
+      const previous = this.accepted.get(key);
+      if (!current || !previous || current === previous) continue;
+      next.set(key, previous);
+      reverted = true;
+      problems.push({
+        code: 'MG_CONFIG_INVALID', severity: 'error', file: current.source.file, line: current.source.line, resource: key,
+        message: `this version of ${key} refers to something that does not exist (see the MG_REF_ problem for it); the last valid version (from ${previous.source.file}:${previous.source.line}) keeps serving`,
+      });
+      // The reference problems of the rejected version stay visible: analyze-style lines
+      // tell the user exactly which field to fix.
+      problems.push(...references.filter((p) => p.resource === key));
+    }
+    return reverted;
   }
 }
