@@ -17,23 +17,31 @@ export const gatewayFlags = {
   'admin-port': { type: 'string', default: '15000' },
   'health-port': { type: 'string', default: '15021' },
   'port-map': { type: 'string', default: '' },
+  concurrency: { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
 } as const;
 
 export interface GatewayFlagValues {
   node: ProxyIdentity;
+  concurrency: number;
+  logLevel: string;
   adminPort: number;
   healthPort: number;
   portMap: Record<number, number>;
 }
 
-export function readGatewayFlags(v: Record<string, string | boolean | undefined>): GatewayFlagValues {
+/** `defaultConcurrency`: `gateway` uses every core, as Envoy does; `up` is one process. */
+export function readGatewayFlags(v: Record<string, string | boolean | undefined>, defaultConcurrency = 1): GatewayFlagValues {
   const labels = parseLabels('--labels', String(v.labels));
   const namespace = String(v.namespace);
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new UsageError(`--namespace: "${namespace}" is not a valid namespace name`);
   const id = typeof v.id === 'string' ? v.id : `gateway~${hostname()}-${process.pid}~${namespace}`;
+  const concurrency = v.concurrency === undefined ? defaultConcurrency : Number(v.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new UsageError(`--concurrency: "${String(v.concurrency)}" is not a number of processes (1-256)`);
   return {
     node: { id, namespace, labels },
+    concurrency,
+    logLevel: String(v['log-level'] ?? 'info'),
     adminPort: parsePort('--admin-port', String(v['admin-port'])),
     healthPort: parsePort('--health-port', String(v['health-port'])),
     portMap: parsePortMap('--port-map', String(v['port-map'] ?? '')),

@@ -1,4 +1,5 @@
 // `meshgate gateway`: the data plane alone; it runs only what pilot pushes.
+import { availableParallelism } from 'node:os';
 import type { Command } from './main.ts';
 import { UsageError, parseHostPort } from './args.ts';
 import { gatewayFlags, makeLogger, readGatewayFlags, untilSignal } from './common.ts';
@@ -14,9 +15,9 @@ export const gatewayCommand: Command = {
     const pilot = parseHostPort('--pilot', String(v.pilot));
     if (!pilot) throw new UsageError('--pilot HOST:PORT is required');
     const log = makeLogger(String(v['log-level']));
-    const gw = readGatewayFlags(v);
+    const gw = readGatewayFlags(v, availableParallelism());
     const gateway = await startGateway({ pilot, ...gw, log });
-    log.info({ pilot, id: gw.node.id, labels: gw.node.labels }, 'gateway started');
+    log.info({ pilot, id: gw.node.id, labels: gw.node.labels, concurrency: gw.concurrency }, 'gateway started');
     return untilSignal(log, () => gateway.close());
   },
 };

@@ -29,6 +29,8 @@ export interface DataPlaneOptions {
   /** How long removed listeners let in-flight requests finish. Default 5000 ms. */
   drainMs?: number;
   normalize?: NormalizeOptions;
+  /** Bind listener ports with SO_REUSEPORT, so worker processes can share them (--concurrency). */
+  reusePort?: boolean;
 }
 
 interface CompiledListener {
@@ -67,6 +69,8 @@ export class DataPlane {
 
   setDiscoveryStatus(status: unknown): void { this.discoveryStatus = status; }
   setConfigProblems(lines: string[]): void { this.configProblems = lines.slice(); }
+  /** Worker processes bind the ports the first process bound (which matters for ephemeral ports). */
+  setPortMap(map: Record<number, number>): void { this.opts.portMap = { ...this.opts.portMap, ...map }; }
 
   /** Actual bound port by Gateway port. */
   ports(): Record<number, number> {
@@ -153,7 +157,7 @@ export class DataPlane {
           replaced.push(existing);
         }
         const local = existing?.localPort ?? this.opts.portMap?.[l.port] ?? l.port;
-        const pl = new PortListener(l.address, l.port, local === 0 && existing ? existing.boundPort : local, rt, c.sni);
+        const pl = new PortListener(l.address, l.port, local === 0 && existing ? existing.boundPort : local, rt, c.sni, this.opts.reusePort ?? false);
         try {
           await pl.listen();
         } catch (e) {

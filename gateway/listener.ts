@@ -143,8 +143,11 @@ export class PortListener {
   private readonly h1: http.Server | null = null;
   private readonly h2: http2.Http2Server | null = null;
   private readonly sockets = new Set<net.Socket>();
+  /** SO_REUSEPORT: several worker processes bind the same port and the kernel spreads connections. */
+  private readonly reusePort: boolean;
 
-  constructor(address: string, gatewayPort: number, localPort: number, runtime: ListenerRuntime, sni: SniTable | null) {
+  constructor(address: string, gatewayPort: number, localPort: number, runtime: ListenerRuntime, sni: SniTable | null, reusePort = false) {
+    this.reusePort = reusePort;
     this.address = address;
     this.gatewayPort = gatewayPort;
     this.localPort = localPort;
@@ -257,7 +260,7 @@ export class PortListener {
       };
       this.server.once('error', onError);
       this.server.once('listening', onListening);
-      this.server.listen({ port, host: this.address, exclusive: true });
+      this.server.listen({ port, host: this.address, exclusive: true, reusePort: this.reusePort });
     });
   }
 

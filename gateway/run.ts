@@ -1,9 +1,10 @@
-// A gateway as a running thing: data plane + discovery client.
+// A gateway as a running thing: data plane (+ worker processes) + discovery client.
 import type { Logger } from 'pino';
 import type { ProxyIdentity } from '../api/proxyconfig.ts';
 import { DataPlane } from './dataplane.ts';
 import { createUpstreams } from './upstream/index.ts';
-import { DiscoveryClient } from './discovery-client.ts';
+import { DiscoveryClient, type Applier } from './discovery-client.ts';
+import { WorkerPool } from './workers.ts';
 
 export interface GatewayOptions {
   pilot: string;
@@ -11,7 +12,10 @@ export interface GatewayOptions {
   adminPort?: number;
   healthPort?: number;
   portMap?: Record<number, number>;
+  /** Processes serving traffic (Envoy's --concurrency). Default 1. */
+  concurrency?: number;
   log: Logger;
+  logLevel?: string;
 }
 
 export interface RunningGateway {
@@ -21,20 +25,30 @@ export interface RunningGateway {
 }
 
 export async function startGateway(opts: GatewayOptions): Promise<RunningGateway> {
+  const concurrency = opts.concurrency ?? 1;
   const dataplane = new DataPlane({
     adminPort: opts.adminPort ?? 15000,
     healthPort: opts.healthPort ?? 15021,
     upstreams: createUpstreams({ log: opts.log }),
     log: opts.log,
     portMap: opts.portMap ?? {},
+    reusePort: concurrency > 1,
   });
   await dataplane.start();
-  const client = new DiscoveryClient({ pilot: opts.pilot, node: opts.node, dataplane, log: opts.log });
+  let applier: Applier = dataplane;
+  let pool: WorkerPool | null = null;
+  if (concurrency > 1) {
+    pool = new WorkerPool({ primary: dataplane, workers: concurrency - 1, log: opts.log, logLevel: opts.logLevel ?? 'info' });
+    await pool.start();
+    applier = pool;
+  }
+  const client = new DiscoveryClient({ pilot: opts.pilot, node: opts.node, dataplane: applier, log: opts.log });
   client.start();
   return {
     dataplane, client,
     async close() {
       client.close();
+      await pool?.close();
       await dataplane.close();
     },
   };

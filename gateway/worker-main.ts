@@ -1,0 +1,34 @@
+// A gateway worker process (--concurrency > 1): serves traffic with the config the first
+// process hands it, nothing else — no discovery, no admin or health ports.
+import pino from 'pino';
+import { DataPlane } from './dataplane.ts';
+import { createUpstreams } from './upstream/index.ts';
+import type { FromWorker, ToWorker } from './workers.ts';
+
+const log = pino({ level: process.env.MESHGATE_LOG_LEVEL ?? 'info', base: { pid: process.pid, worker: Number(process.env.MESHGATE_WORKER ?? 0) } });
+const dataplane = new DataPlane({ upstreams: createUpstreams({ log }), log, reusePort: true, portMap: {} });
+
+function reply(m: FromWorker): void {
+  process.send?.(m);
+}
+
+process.on('message', (m: ToWorker) => {
+  if (m.type === 'apply') {
+    dataplane.setPortMap(m.ports);
+    dataplane.apply(m.config).then(
+      () => reply({ type: 'applied', id: m.id }),
+      (err: Error) => reply({ type: 'failed', id: m.id, error: err.message }),
+    );
+  } else if (m.type === 'close') {
+    void dataplane.close().finally(() => process.exit(0));
+  }
+});
+
+// The first process went away (crashed or killed): stop serving with it.
+process.on('disconnect', () => {
+  void dataplane.close(0).finally(() => process.exit(0));
+});
+// SIGINT from a terminal reaches the whole process group; the first process decides.
+process.on('SIGINT', () => {});
+
+reply({ type: 'ready' });

@@ -1,0 +1,109 @@
+// `gateway --concurrency N`: N processes share the listen sockets, all run the same
+// config version, a push reaches all of them, and a worker that dies is replaced.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { readFileSync, readdirSync } from 'node:fs';
+import { startEcho, freePort } from './helpers/upstream.ts';
+import { tempDir, eventually } from './helpers/tmp.ts';
+import { run, gatewayPorts, waitReady } from './helpers/meshgate.ts';
+
+const config = (port: number, upstream: number, tag: string) => `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: ${port}, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app}
+spec:
+  hosts: [app.internal]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: ${upstream}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/edge]
+  http:
+  - route: [{destination: {host: app.internal}}]
+    headers: {response: {set: {x-version: ${tag}}}}
+`;
+
+/** One request on a fresh connection, so the kernel picks a process for each. */
+function freshGet(port: number): Promise<{ status: number; version: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, version: String(res.headers['x-version']) }));
+    });
+    req.on('error', reject);
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+  });
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(d));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+test('gateway --concurrency 3: every process serves the pushed version, and a dead worker is replaced', async (t) => {
+  const up = await startEcho({ name: 'app' });
+  const dir = await tempDir();
+  const port = await freePort();
+  await dir.write('c.yaml', config(port, up.port, 'one'));
+  const discovery = await freePort();
+  const pilot = run(['pilot', '--config', dir.path, '--discovery-port', String(discovery), '--debug-port', String(await freePort())]);
+  const ports = await gatewayPorts();
+  const gw = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--concurrency', '3', '--admin-port', String(ports.admin), '--health-port', String(ports.health)]);
+  t.after(async () => {
+    await Promise.all([gw.stop(), pilot.stop()]);
+    await up.close();
+    await dir.cleanup();
+  });
+  await waitReady(gw, ports.health);
+  // The shell wrapper execs node, so the spawned pid is the first gateway process.
+  const workers = await eventually(() => (childrenOf(gw.child.pid!).length === 2 ? childrenOf(gw.child.pid!) : null), 5000, 'two worker processes');
+
+  const versions = async (n: number) => {
+    const seen = new Map<string, number>();
+    for (let i = 0; i < n; i++) {
+      const r = await freshGet(port);
+      assert.equal(r.status, 200);
+      seen.set(r.version, (seen.get(r.version) ?? 0) + 1);
+    }
+    return seen;
+  };
+  assert.deepEqual([...(await versions(60)).keys()], ['one']);
+
+  // A push reaches every process: no connection may land on a process still on the old version.
+  await dir.write('c.yaml', config(port, up.port, 'two'));
+  await eventually(async () => (await freshGet(port)).version === 'two', 5000, 'new version');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual([...(await versions(60)).keys()], ['two'], 'all processes run the new version');
+
+  // A worker killed outright is replaced, and the replacement runs the current version.
+  process.kill(workers[0], 'SIGKILL');
+  await eventually(() => {
+    const now = childrenOf(gw.child.pid!);
+    return now.length === 2 && !now.includes(workers[0]);
+  }, 5000, 'replacement worker');
+  await new Promise((r) => setTimeout(r, 500));
+  assert.deepEqual([...(await versions(60)).keys()], ['two']);
+  assert.match(gw.output(), /gateway worker exited; starting a new one/);
+});
