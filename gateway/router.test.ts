@@ -32,13 +32,16 @@ describe('route match kinds', () => {
     assert.equal(routed(routes, { path: '/apis' }), 'prefix', 'Istio prefixes are string prefixes');
   });
 
-  test('ignoreUriCase applies to uri exact/prefix/regex only', () => {
+  test('ignoreUriCase applies to uri exact and prefix, not regex (Istio: "only in the case of exact and prefix URI matches")', () => {
     const routes = [
       route('ci', [match({ uri: exact('/admin'), ignoreUriCase: true })], [dest('a')]),
+      route('ci-prefix', [match({ uri: prefix('/docs/'), ignoreUriCase: true })], [dest('a')]),
       route('ci-re', [match({ uri: regex('/re/[a-z]+'), ignoreUriCase: true })], [dest('a')]),
     ];
     assert.equal(routed(routes, { path: '/ADMIN' }), 'ci');
-    assert.equal(routed(routes, { path: '/Re/ABC' }), 'ci-re');
+    assert.equal(routed(routes, { path: '/Docs/intro' }), 'ci-prefix');
+    assert.equal(routed(routes, { path: '/re/abc' }), 'ci-re');
+    assert.equal(routed(routes, { path: '/Re/ABC' }), null, 'a regex stays case-sensitive');
     assert.equal(routed([route('cs', [match({ uri: exact('/admin') })], [dest('a')])], { path: '/ADMIN' }), null);
   });
 

@@ -39,7 +39,8 @@ export function compileStringMatcher(m: StringMatcher, where: string, ignoreCase
       if (m.value.length > MAX_REGEX_LENGTH) throw new Error(`${where}: regex is ${m.value.length} characters, more than ${MAX_REGEX_LENGTH}`);
       let re: RE2JS;
       try {
-        re = RE2JS.compile(m.value, ignoreCase ? RE2JS.CASE_INSENSITIVE : 0);
+        // ignoreUriCase does not apply to regexes (Istio's API; Envoy's safe_regex ignores case_sensitive).
+        re = RE2JS.compile(m.value);
       } catch (e) {
         throw new Error(`${where}: invalid RE2 regex ${JSON.stringify(m.value)}: ${(e as Error).message}`);
       }

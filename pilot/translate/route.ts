@@ -57,9 +57,9 @@ function keyMatchers(map: Record<string, StringMatch> | undefined, lowerNames: b
 function uriMatcher(m: StringMatch | undefined, ignoreCase: boolean): StringMatcher | null {
   const s = stringMatcher(m, false);
   if (s === null || !ignoreCase) return s;
+  // Istio: "The case will be ignored only in the case of exact and prefix URI matches";
+  // Envoy likewise ignores case_sensitive for safe_regex. A regex stays as written.
   if (s.kind === 'exact' || s.kind === 'prefix') return { kind: s.kind, value: s.value.toLowerCase() };
-  // A regex cannot be lower-cased safely (`\D` ≠ `\d`); RE2's flag makes it case-blind.
-  if (s.kind === 'regex') return { kind: 'regex', value: `(?i)${s.value}` };
   return s;
 }
 
