@@ -5,6 +5,7 @@
 import WebSocket from 'ws';
 import type { ConfigMessage, ProxyToPilot } from '../api/discovery.ts';
 import type { ProxyConfig, ProxyIdentity } from '../api/proxyconfig.ts';
+import type { Logger } from '../api/logger.ts';
 
 export interface Applier {
   readonly version: string | null;
@@ -13,18 +14,13 @@ export interface Applier {
   setDiscoveryStatus(status: object): void;
 }
 
-export interface ClientLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
 
 export interface DiscoveryClientOptions {
   /** `host:port` of pilot's discovery port. */
   pilot: string;
   node: ProxyIdentity;
   dataplane: Applier;
-  log?: ClientLogger;
+  log?: Logger;
   minBackoffMs?: number;
   maxBackoffMs?: number;
 }
@@ -40,7 +36,7 @@ export class DiscoveryClient {
   // matters.
   private applying = false;
   private pending: ConfigMessage | null = null;
-  private readonly log: ClientLogger;
+  private readonly log: Logger;
   private state: { connected: boolean; pilot: string; lastError: string | null; lastNack: string | null; connects: number };
 
   private readonly opts: DiscoveryClientOptions;

@@ -13,14 +13,11 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { ConfigMessage, ProxyToPilot } from '../../api/discovery.ts';
 import type { ProxyConfig, ProxyIdentity } from '../../api/proxyconfig.ts';
 import { formatProblem, type Problem } from '../../api/problems.ts';
+import type { Logger } from '../../api/logger.ts';
 import { translate } from '../translate/index.ts';
 import type { ConfigStore, StoreState } from '../store.ts';
 
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+export type { Logger } from '../../api/logger.ts';
 
 export interface DiscoveryServerOptions {
   store: ConfigStore;
