@@ -291,7 +291,48 @@ export interface SecretBody {
   stringData?: Record<string, string>;
 }
 
+// ---------------------------------------------------------------- security.istio.io
+
+export interface WorkloadSelector { matchLabels?: Record<string, string> }
+export interface PolicyTargetReference { group?: string; kind: string; name: string; namespace?: string }
+
+export interface JWTRuleSpec {
+  issuer: string;
+  audiences?: string[];
+  jwksUri?: string;
+  jwks?: string;
+  fromHeaders?: { name: string; prefix?: string }[];
+  fromParams?: string[];
+  fromCookies?: string[];
+  outputPayloadToHeader?: string;
+  forwardOriginalToken?: boolean;
+  outputClaimToHeaders?: { header: string; claim: string }[];
+  timeout?: string;
+}
+
+export interface RequestAuthenticationSpec {
+  selector?: WorkloadSelector;
+  targetRef?: PolicyTargetReference;
+  targetRefs?: PolicyTargetReference[];
+  jwtRules?: JWTRuleSpec[];
+}
+
+export interface AuthorizationPolicySpec {
+  selector?: WorkloadSelector;
+  targetRef?: PolicyTargetReference;
+  targetRefs?: PolicyTargetReference[];
+  rules?: {
+    from?: { source?: Record<string, string[] | undefined> }[];
+    to?: { operation?: Record<string, string[] | undefined> }[];
+    when?: { key: string; values?: string[]; notValues?: string[] }[];
+  }[];
+  action?: 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
+  provider?: { name?: string };
+}
+
 export type GatewayResource = Resource<'Gateway', GatewaySpec>;
+export type RequestAuthenticationResource = Resource<'RequestAuthentication', RequestAuthenticationSpec>;
+export type AuthorizationPolicyResource = Resource<'AuthorizationPolicy', AuthorizationPolicySpec>;
 export type VirtualServiceResource = Resource<'VirtualService', VirtualServiceSpec>;
 export type DestinationRuleResource = Resource<'DestinationRule', DestinationRuleSpec>;
 export type ServiceEntryResource = Resource<'ServiceEntry', ServiceEntrySpec>;
@@ -305,6 +346,8 @@ export const SUPPORTED_KINDS: Readonly<Record<string, readonly string[]>> = {
   DestinationRule: ['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3'],
   ServiceEntry: ['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3'],
   Secret: ['v1'],
+  RequestAuthentication: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
+  AuthorizationPolicy: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
 };
 
 /**
@@ -318,4 +361,6 @@ export interface ConfigSnapshot {
   destinationRules: DestinationRuleResource[];
   serviceEntries: ServiceEntryResource[];
   secrets: SecretResource[];
+  requestAuthentications: RequestAuthenticationResource[];
+  authorizationPolicies: AuthorizationPolicyResource[];
 }

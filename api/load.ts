@@ -15,7 +15,7 @@ export const IGNORED_KINDS: ReadonlySet<string> = new Set([
   'Endpoints', 'EndpointSlice', 'Job', 'CronJob', 'Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding',
   'CustomResourceDefinition', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Ingress', 'NetworkPolicy',
   'EnvoyFilter', 'Sidecar', 'WorkloadEntry', 'WorkloadGroup', 'ProxyConfig', 'WasmPlugin', 'Telemetry',
-  'TrafficExtension', 'RequestAuthentication', 'AuthorizationPolicy', 'PeerAuthentication',
+  'TrafficExtension', 'PeerAuthentication',
 ]);
 
 export interface LoadResult {

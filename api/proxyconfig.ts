@@ -1,3 +1,5 @@
+import type { PolicyConfig } from './policy.ts';
+
 // The compiled configuration pilot pushes to a proxy. It is plain JSON (it crosses the
 // discovery connection and is printed by config_dump), self-contained (certificates are
 // inlined, hosts fully qualified, durations in milliseconds) and carries, on every object,
@@ -22,6 +24,8 @@ export interface ProxyConfig {
   listeners: Listener[];
   /** Every cluster a route, mirror or redirect of this proxy refers to, sorted by name. */
   clusters: Cluster[];
+  /** Authentication, authorization and rate-limit policies that apply to this proxy. */
+  policies: PolicyConfig;
 }
 
 // ---------------------------------------------------------------- listeners

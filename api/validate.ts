@@ -14,8 +14,8 @@ import { parseDuration } from './duration.ts';
 import { isValidHost } from './hosts.ts';
 import { SUPPORTED_KINDS } from './istio.ts';
 import type {
-  ConfigSnapshot, DestinationRuleResource, GatewayResource, Resource, SecretResource,
-  ServiceEntryResource, VirtualServiceResource,
+  AuthorizationPolicyResource, ConfigSnapshot, DestinationRuleResource, GatewayResource, RequestAuthenticationResource,
+  Resource, SecretResource, ServiceEntryResource, VirtualServiceResource,
 } from './istio.ts';
 import { documentKeys, positionOf } from './load.ts';
 import { fieldPath, resourceKey } from './problems.ts';
@@ -807,6 +807,136 @@ function parseCertificates(c: Checker, pem: string, path: Path, what: string): X
   return first;
 }
 
+// ---------------------------------------------------------------- security.istio.io
+
+/** `request.auth.claims[a]`, `request.auth.claims[a][b]`…: claim names in brackets, nothing after. */
+const CLAIM_KEY = /^request\.auth\.claims(\[[^\[\]]+\])+$/;
+const HEADER_KEY = /^request\.headers\[[!#$%&'*+.^_`|~0-9A-Za-z-]+\]$/;
+const PLAIN_KEYS = new Set([
+  'source.ip', 'remote.ip', 'source.namespace', 'source.principal', 'request.auth.principal',
+  'request.auth.audiences', 'request.auth.presenter', 'destination.ip', 'destination.port', 'connection.sni',
+]);
+const EXPERIMENTAL_KEYS = /^experimental\.envoy\.filters\./;
+
+/** True for an IP or a CIDR block (v4 or v6) with a prefix length in range. */
+export function isIpOrCidr(v: string): boolean {
+  const slash = v.indexOf('/');
+  const ip = slash < 0 ? v : v.slice(0, slash);
+  const family = isIP(ip);
+  if (family === 0) return false;
+  if (slash < 0) return true;
+  const bits = v.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (family === 4 ? 32 : 128);
+}
+
+function checkPolicyBinding(c: Checker, spec: Obj): void {
+  const refs = [...(isObj(spec.targetRef) ? [{ ref: spec.targetRef, path: ['spec', 'targetRef'] as Path }] : []),
+    ...arr(spec.targetRefs).map((ref, i) => ({ ref, path: ['spec', 'targetRefs', i] as Path }))];
+  if (refs.length > 0 && isObj(spec.selector)) c.error('MG_CONFIG_INVALID', ['spec', 'selector'], 'set only one of selector and targetRef(s)');
+  for (const { ref, path } of refs) {
+    if (!isObj(ref)) continue;
+    if (ref.kind !== 'Gateway') c.unsupported([...path, 'kind'], `targetRef kind ${quote(String(ref.kind))} is not supported; only kind Gateway (an Istio Gateway resource, whose selected proxies the policy applies to)`);
+  }
+}
+
+function checkRequestAuthentication(c: Checker, spec: Obj): void {
+  checkPolicyBinding(c, spec);
+  const issuers = new Map<string, number>();
+  arr(spec.jwtRules).forEach((rule, i) => {
+    if (!isObj(rule)) return;
+    const at: Path = ['spec', 'jwtRules', i];
+    if (typeof rule.issuer === 'string') {
+      if (rule.issuer === '') c.error('MG_CONFIG_INVALID', [...at, 'issuer'], 'issuer must not be empty');
+      const prev = issuers.get(rule.issuer);
+      if (prev !== undefined) c.error('MG_CONFIG_INVALID', [...at, 'issuer'], `issuer ${quote(rule.issuer)} is already used by jwtRules[${prev}]; one rule per issuer`);
+      else issuers.set(rule.issuer, i);
+    }
+    const hasUri = typeof rule.jwksUri === 'string' && rule.jwksUri !== '';
+    const hasJwks = typeof rule.jwks === 'string' && rule.jwks !== '';
+    if (hasUri && hasJwks) c.error('MG_CONFIG_INVALID', [...at, 'jwks'], 'set only one of jwksUri and jwks');
+    if (!hasUri && !hasJwks) c.error('MG_CONFIG_INVALID', at, 'set jwksUri or jwks: meshgate never guesses keys (no OpenID discovery from the issuer)');
+    if (hasUri) {
+      let u: URL | null = null;
+      try { u = new URL(String(rule.jwksUri)); } catch { /* reported below */ }
+      if (u === null || (u.protocol !== 'https:' && u.protocol !== 'http:')) c.error('MG_CONFIG_INVALID', [...at, 'jwksUri'], `${quote(String(rule.jwksUri))} is not an http(s) URL`);
+      else if (u.username || u.password) c.error('MG_CONFIG_INVALID', [...at, 'jwksUri'], 'jwksUri must not carry credentials');
+    }
+    if (hasJwks) {
+      let keys: unknown = null;
+      try { keys = (JSON.parse(String(rule.jwks)) as Obj).keys; } catch { /* reported below */ }
+      if (!Array.isArray(keys) || keys.length === 0) c.error('MG_CONFIG_INVALID', [...at, 'jwks'], 'jwks must be a JSON Web Key Set: {"keys": [...]} with at least one key');
+    }
+    c.duration(rule, 'timeout', at);
+    arr(rule.fromHeaders).forEach((h, j) => {
+      if (isObj(h) && typeof h.name === 'string' && !HEADER_TOKEN.test(h.name)) c.error('MG_CONFIG_INVALID', [...at, 'fromHeaders', j, 'name'], `${quote(h.name)} is not a valid header name`);
+    });
+    for (const key of ['outputPayloadToHeader'] as const) {
+      const v = rule[key];
+      if (typeof v === 'string' && !HEADER_TOKEN.test(v)) c.error('MG_CONFIG_INVALID', [...at, key], `${quote(v)} is not a valid header name`);
+    }
+    arr(rule.outputClaimToHeaders).forEach((h, j) => {
+      if (!isObj(h)) return;
+      if (typeof h.header === 'string' && !HEADER_TOKEN.test(h.header)) c.error('MG_CONFIG_INVALID', [...at, 'outputClaimToHeaders', j, 'header'], `${quote(h.header)} is not a valid header name`);
+    });
+  });
+}
+
+function checkAuthorizationPolicy(c: Checker, spec: Obj): void {
+  checkPolicyBinding(c, spec);
+  const action = typeof spec.action === 'string' ? spec.action : 'ALLOW';
+  if (action === 'CUSTOM') c.unsupported(['spec', 'action'], 'action CUSTOM (external authorization) is not supported yet; this policy is ignored');
+  if (spec.provider !== undefined && action !== 'CUSTOM') c.error('MG_CONFIG_INVALID', ['spec', 'provider'], 'provider is only for action CUSTOM');
+  arr(spec.rules).forEach((rule, i) => {
+    if (!isObj(rule)) return;
+    const at: Path = ['spec', 'rules', i];
+    arr(rule.from).forEach((f, j) => {
+      const src = isObj(f) ? f.source : undefined;
+      if (!isObj(src)) return;
+      for (const field of ['ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks']) {
+        arr(src[field]).forEach((v, k) => {
+          if (typeof v === 'string' && !isIpOrCidr(v)) c.error('MG_CONFIG_INVALID', [...at, 'from', j, 'source', field, k], `${quote(v)} is not an IP address or CIDR block`);
+        });
+      }
+    });
+    arr(rule.to).forEach((t, j) => {
+      const op = isObj(t) ? t.operation : undefined;
+      if (!isObj(op)) return;
+      for (const field of ['ports', 'notPorts']) {
+        arr(op[field]).forEach((v, k) => {
+          if (typeof v === 'string' && !/^\d{1,5}$/.test(v)) c.error('MG_CONFIG_INVALID', [...at, 'to', j, 'operation', field, k], `${quote(v)} is not a port number`);
+        });
+      }
+      for (const field of ['paths', 'notPaths']) {
+        arr(op[field]).forEach((v, k) => {
+          if (typeof v !== 'string') return;
+          const tmpl = v.includes('{');
+          if (tmpl && !/^(\/([^{}/]*|\{\*\}))*(\/\{\*\*\})?$/.test(v)) {
+            c.error('MG_CONFIG_INVALID', [...at, 'to', j, 'operation', field, k], `${quote(v)} is not a valid path template: {*} matches one whole segment, {**} only at the end`);
+          }
+        });
+      }
+    });
+    arr(rule.when).forEach((w, j) => {
+      if (!isObj(w) || typeof w.key !== 'string') return;
+      const key = w.key;
+      if (!(PLAIN_KEYS.has(key) || CLAIM_KEY.test(key) || HEADER_KEY.test(key))) {
+        const hint = key.startsWith('request.auth.claims') ? ' (claims are written request.auth.claims[name] or request.auth.claims[a][b])'
+          : EXPERIMENTAL_KEYS.test(key) ? ' (experimental Envoy keys are not supported)' : '';
+        c.error('MG_CONFIG_INVALID', [...at, 'when', j, 'key'], `unknown condition key ${quote(key)}${hint}`);
+      }
+      if (w.values === undefined && w.notValues === undefined) c.error('MG_CONFIG_INVALID', [...at, 'when', j], 'a condition needs values or notValues');
+      if (key === 'source.ip' || key === 'remote.ip' || key === 'destination.ip') {
+        for (const field of ['values', 'notValues']) {
+          arr(w[field]).forEach((v, k) => {
+            if (typeof v === 'string' && !isIpOrCidr(v)) c.error('MG_CONFIG_INVALID', [...at, 'when', j, field, k], `${quote(v)} is not an IP address or CIDR block`);
+          });
+        }
+      }
+    });
+  });
+}
+
 // ---------------------------------------------------------------- entry points
 
 const SEMANTIC: Readonly<Record<string, (c: Checker, spec: Obj) => void>> = {
@@ -815,6 +945,8 @@ const SEMANTIC: Readonly<Record<string, (c: Checker, spec: Obj) => void>> = {
   DestinationRule: checkDestinationRule,
   ServiceEntry: checkServiceEntry,
   Secret: checkSecret,
+  RequestAuthentication: checkRequestAuthentication,
+  AuthorizationPolicy: checkAuthorizationPolicy,
 };
 
 /** Every problem of one resource: type and name, schema, then the kind's semantic rules. */
@@ -889,7 +1021,7 @@ function compareResources(a: Resource, b: Resource): number {
  * keeps translation deterministic whatever order files were read in.
  */
 export function toSnapshot(accepted: readonly Resource[]): ConfigSnapshot {
-  const snap: ConfigSnapshot = { gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [] };
+  const snap: ConfigSnapshot = { gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [], requestAuthentications: [], authorizationPolicies: [] };
   for (const r of accepted) {
     switch (r.kind) {
       case 'Gateway': snap.gateways.push(r as GatewayResource); break;
@@ -897,12 +1029,16 @@ export function toSnapshot(accepted: readonly Resource[]): ConfigSnapshot {
       case 'DestinationRule': snap.destinationRules.push(r as DestinationRuleResource); break;
       case 'ServiceEntry': snap.serviceEntries.push(r as ServiceEntryResource); break;
       case 'Secret': snap.secrets.push(r as SecretResource); break;
+      case 'RequestAuthentication': snap.requestAuthentications.push(r as RequestAuthenticationResource); break;
+      case 'AuthorizationPolicy': snap.authorizationPolicies.push(r as AuthorizationPolicyResource); break;
       default: break;
     }
   }
   snap.gateways.sort(compareResources);
   snap.virtualServices.sort(compareResources);
   snap.destinationRules.sort(compareResources);
+  snap.requestAuthentications.sort(compareResources);
+  snap.authorizationPolicies.sort(compareResources);
   snap.serviceEntries.sort(compareResources);
   snap.secrets.sort(compareResources);
   return snap;

@@ -27,7 +27,7 @@ export class ConfigStore extends EventEmitter {
   private validated = new WeakMap<Resource, Problem[]>();
   private current: StoreState = {
     generation: 0,
-    snapshot: { gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [] },
+    snapshot: { gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [], requestAuthentications: [], authorizationPolicies: [] },
     problems: [],
   };
 

@@ -9,6 +9,7 @@ import { buildListeners, selectGateways } from './gateway.ts';
 import { buildVirtualHosts } from './route.ts';
 import type { RouteContext } from './route.ts';
 import { buildClusters } from './cluster.ts';
+import { buildPolicies } from './policy.ts';
 import type { DestinationRef } from './references.ts';
 
 export interface TranslateResult {
@@ -34,11 +35,13 @@ export function translate(snapshot: ConfigSnapshot, proxy: ProxyIdentity): Trans
   const ctx: RouteContext = { idx, sink, clusters };
   for (const plan of plans) plan.listener.virtualHosts = buildVirtualHosts(ctx, plan);
 
-  // 5. Clusters last: only what the routes above refer to, sorted by name.
+  // 5. Clusters: only what the routes above refer to, sorted by name.
+  // 6. Policies that bind to this proxy (authentication, authorization, rate limits).
   const config: Omit<ProxyConfig, 'version'> = {
     proxy: { id: proxy.id, namespace: proxy.namespace, labels: { ...proxy.labels } },
     listeners: plans.map((p) => p.listener),
     clusters: buildClusters(idx, clusters, sink),
+    policies: buildPolicies(idx, snapshot, proxy),
   };
   return { config, problems: sink.list() };
 }

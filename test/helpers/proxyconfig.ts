@@ -82,5 +82,6 @@ export function proxyConfig(listeners: Listener[], clusters: Cluster[] = [], ver
     proxy: { id: 'gateway~test~default', namespace: 'default', labels: { istio: 'ingressgateway' } },
     listeners,
     clusters: [...clusters].sort((a, b) => a.name.localeCompare(b.name)),
+    policies: { jwtRules: [], authorization: [], rateLimits: [], numTrustedProxies: 0 },
   };
 }
