@@ -18,6 +18,9 @@ export const gatewayFlags = {
   'health-port': { type: 'string', default: '15021' },
   'port-map': { type: 'string', default: '' },
   concurrency: { type: 'string' },
+  redis: { type: 'string' },
+  replicas: { type: 'string', default: '1' },
+  'trusted-proxies': { type: 'string', default: '0' },
   'log-level': { type: 'string', default: 'info' },
 } as const;
 
@@ -25,6 +28,10 @@ export interface GatewayFlagValues {
   node: ProxyIdentity;
   concurrency: number;
   logLevel: string;
+  /** redis:// URL for global rate limits, or null. */
+  redis: string | null;
+  replicas: number;
+  trustedProxies: number;
   adminPort: number;
   healthPort: number;
   portMap: Record<number, number>;
@@ -38,9 +45,18 @@ export function readGatewayFlags(v: Record<string, string | boolean | undefined>
   const id = typeof v.id === 'string' ? v.id : `gateway~${hostname()}-${process.pid}~${namespace}`;
   const concurrency = v.concurrency === undefined ? defaultConcurrency : Number(v.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new UsageError(`--concurrency: "${String(v.concurrency)}" is not a number of processes (1-256)`);
+  const redis = typeof v.redis === 'string' && v.redis !== '' ? v.redis : null;
+  if (redis !== null && !/^rediss?:\/\//.test(redis)) throw new UsageError(`--redis: "${redis}" is not a redis:// or rediss:// URL`);
+  const replicas = Number(v.replicas ?? 1);
+  if (!Number.isInteger(replicas) || replicas < 1) throw new UsageError(`--replicas: "${String(v.replicas)}" is not a number of gateway replicas (1 or more)`);
+  const trustedProxies = Number(v['trusted-proxies'] ?? 0);
+  if (!Number.isInteger(trustedProxies) || trustedProxies < 0 || trustedProxies > 16) throw new UsageError(`--trusted-proxies: "${String(v['trusted-proxies'])}" is not a number of proxy hops (0-16)`);
   return {
     node: { id, namespace, labels },
     concurrency,
+    redis,
+    replicas,
+    trustedProxies,
     logLevel: String(v['log-level'] ?? 'info'),
     adminPort: parsePort('--admin-port', String(v['admin-port'])),
     healthPort: parsePort('--health-port', String(v['health-port'])),

@@ -13,6 +13,8 @@ import { DEFAULT_NORMALIZE, type NormalizeOptions } from './normalize.ts';
 import type { ListenerRuntime } from './pipeline.ts';
 import { compileRouteTable, type RouteTable } from './router.ts';
 import type { Upstreams } from './upstream/types.ts';
+import { JwksPool } from '../policies/jwks.ts';
+import { buildPolicyRuntime, policyStatus, retirePolicyRuntime, type PolicyRuntime } from './policy.ts';
 
 export interface DataPlaneOptions {
   /** Default 127.0.0.1: the admin port exposes config, keep it local. */
@@ -31,6 +33,12 @@ export interface DataPlaneOptions {
   normalize?: NormalizeOptions;
   /** Bind listener ports with SO_REUSEPORT, so worker processes can share them (--concurrency). */
   reusePort?: boolean;
+  /** redis:// URL where global rate limits count; null/absent: per replica, with a warning. */
+  redis?: string | null;
+  /** Gateway replicas sharing global rate limits (each takes 1/replicas while Redis is down). */
+  replicas?: number;
+  /** X-Forwarded-For hops in front of this gateway that are trusted for remote.ip / remoteIpBlocks. */
+  trustedProxies?: number;
 }
 
 interface CompiledListener {
@@ -53,6 +61,9 @@ export class DataPlane {
   private discoveryStatus: unknown = null;
   private configProblems: string[] = [];
   private lastNack: NackRecord | null = null;
+  private policies: PolicyRuntime | null = null;
+  /** JWKS outlive config versions: a push does not refetch keys it already has. */
+  private readonly jwks = new JwksPool();
   private readonly startedAt = Date.now();
   adminPort = 0;
   healthPort = 0;
@@ -126,10 +137,22 @@ export class DataPlane {
       compiled.push({ listener: l, table: compileRouteTable(l), sni: await compileSniTable(l) });
     }
 
+    // 1b. Policies: compiled (and JWKS fetched) before anything changes; a policy that cannot
+    // be compiled rejects the version.
+    let policies: PolicyRuntime | null;
+    try {
+      policies = await buildPolicyRuntime(config.policies, {
+        pool: this.jwks, log: this.log, redis: this.opts.redis ?? null, replicas: this.opts.replicas ?? 1, trustedProxies: this.opts.trustedProxies ?? 0,
+      }, this.policies);
+    } catch (e) {
+      throw new Error(`policies: ${(e as Error).message}`);
+    }
+
     // 2. Clusters: the upstream half validates and swaps its own state, or throws untouched.
     try {
       this.upstreams.update(config.clusters);
     } catch (e) {
+      retirePolicyRuntime(policies);
       throw new Error(`clusters: ${(e as Error).message}`);
     }
 
@@ -148,6 +171,7 @@ export class DataPlane {
           upstreams: this.upstreams,
           normalize: this.opts.normalize ?? DEFAULT_NORMALIZE,
           log: this.log,
+          policies,
         };
         runtimes.set(l.port, rt);
         const existing = this.listeners.get(l.port);
@@ -166,6 +190,7 @@ export class DataPlane {
         opened.push(pl);
       }
     } catch (e) {
+      retirePolicyRuntime(policies);
       for (const pl of opened) await pl.close(0);
       for (const old of replaced) await old.listen(old.boundPort).catch(() => {});
       if (this.config !== null) {
@@ -191,6 +216,9 @@ export class DataPlane {
     }
     this.listeners = next;
     this.config = config;
+    const retired = this.policies;
+    this.policies = policies;
+    retirePolicyRuntime(retired);
   }
 
   private ready(): boolean {
@@ -221,7 +249,7 @@ export class DataPlane {
         }
         return out;
       },
-      problems: () => ({ problems: this.configProblems, lastNack: this.lastNack }),
+      problems: () => ({ problems: this.configProblems, lastNack: this.lastNack, policies: policyStatus(this.policies) }),
       serverInfo: () => ({
         state: this.ready() ? 'LIVE' : 'PRE_INITIALIZING',
         version: this.version,
@@ -239,6 +267,8 @@ export class DataPlane {
     const all = [...this.listeners.values()];
     this.listeners = new Map();
     await Promise.all(all.map((l) => l.close(graceMs)));
+    retirePolicyRuntime(this.policies);
+    this.policies = null;
     if (this.admin !== null) await closeServer(this.admin);
     if (this.health !== null) await closeServer(this.health);
     this.admin = null;

@@ -12,11 +12,16 @@
 //                         with an empty body and no upstream call when nothing matches.
 //  5. httpsRedirect       a virtual host that requires TLS answers 301 before any route
 //                         action (Envoy's require_tls runs before the route's action).
-//  6. CORS                preflights are answered here: they must not reach faults or the
-//                         upstream, and must succeed even when the route aborts requests.
-//  7. fault               delay, then abort: injected after CORS and before the action, so
-//                         it exercises the client's handling of a failing route.
-//  8. action              redirect, direct response, or route: weighted cluster pick,
+//  6. CORS                preflights are answered here: they carry no credentials by spec, so
+//                         they must not reach authentication, faults or the upstream.
+//  7. policies            authentication (JWT, 401), authorization (403), rate limit (429);
+//                         see policy.ts. They run even when no route matched (as Envoy's
+//                         filters run before its router), so a 404 does not reveal to an
+//                         unauthorised client which paths exist.
+//  8. no route            404, empty body.
+//  9. fault               delay, then abort: injected after the policies and before the
+//                         action, so it exercises the client's handling of a failing route.
+// 10. action              redirect, direct response, or route: weighted cluster pick,
 //                         rewrite, upstream headers, body decision, mirrors, forward.
 //
 // Per request only named functions run over the compiled table; the table is read once
@@ -34,6 +39,7 @@ import {
   type CompiledMatch, type CompiledRoute, type CompiledWeighted, type HeaderValues, type RouteTable,
 } from './router.ts';
 import type { DownstreamReq, DownstreamRes, HeaderMap, ResponseHooks, UpstreamRequest, Upstreams } from './upstream/types.ts';
+import { checkPolicies, requestFacts, type PolicyRuntime, type Verdict } from './policy.ts';
 
 /** What one listener serves at one config version; swapped whole on apply. */
 export interface ListenerRuntime {
@@ -44,6 +50,8 @@ export interface ListenerRuntime {
   upstreams: Upstreams;
   normalize: NormalizeOptions;
   log: Logger | null;
+  /** Null when no authentication, authorization or rate-limit policy applies to this proxy. */
+  policies: PolicyRuntime | null;
 }
 
 /** Bodies up to this size are held in memory when the route may send them twice. */
@@ -63,6 +71,8 @@ class RequestContext {
   requestId: string;
   corsOrigin: string | null;
   grpc: boolean;
+  /** Response headers the policy stages add (RateLimit-*); null: none. */
+  extraHeaders: Record<string, string> | null;
   constructor(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string, grpc: boolean) {
     this.rt = rt;
     this.req = req;
@@ -75,6 +85,7 @@ class RequestContext {
     this.requestId = requestId;
     this.corsOrigin = null;
     this.grpc = grpc;
+    this.extraHeaders = null;
   }
 }
 
@@ -86,24 +97,34 @@ class RouteHooks implements ResponseHooks {
   route: CompiledRoute;
   wc: CompiledWeighted | null;
   origin: string | null;
-  constructor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null) {
+  extra: Record<string, string> | null;
+  constructor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null, extra: Record<string, string> | null) {
     this.route = route;
     this.wc = wc;
     this.origin = origin;
+    this.extra = extra;
   }
   onHeaders(_status: number, headers: HeaderMap): void {
     const r = this.route;
     if (r.responseOps !== null) applyHeaderOps(headers, r.responseOps);
     if (this.wc !== null && this.wc.responseOps !== null) applyHeaderOps(headers, this.wc.responseOps);
     if (this.origin !== null && r.cors !== null) addCorsHeaders(r.cors, this.origin, headers);
+    if (this.extra !== null) Object.assign(headers, this.extra);
   }
 }
 
 const NO_HOOKS: ResponseHooks = { onHeaders() {} };
 
-function hooksFor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null): ResponseHooks {
-  if (route.responseOps === null && (wc === null || wc.responseOps === null) && origin === null) return NO_HOOKS;
-  return new RouteHooks(route, wc, origin);
+function hooksFor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null, extra: Record<string, string> | null = null): ResponseHooks {
+  if (route.responseOps === null && (wc === null || wc.responseOps === null) && origin === null && extra === null) return NO_HOOKS;
+  return new RouteHooks(route, wc, origin, extra);
+}
+
+/** Local reply hooks that only add fixed headers (policy answers: WWW-Authenticate, Retry-After…). */
+class FixedHeaders implements ResponseHooks {
+  headers: Record<string, string>;
+  constructor(headers: Record<string, string>) { this.headers = headers; }
+  onHeaders(_status: number, headers: HeaderMap): void { Object.assign(headers, this.headers); }
 }
 
 function isGrpc(ct: string | undefined): boolean {
@@ -182,14 +203,20 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
   // 4. route match (5. httpsRedirect sits between virtual host and route)
   const table = rt.table;
   const vh = selectVirtualHost(table, authority);
-  if (vh === null) return sendEmpty(res, 404, grpc);
-  if (vh.httpsRedirect && rt.scheme === 'http') return sendHttpsRedirect(res, authority, target);
-  const match = findRoute(
+  if (vh !== null && vh.httpsRedirect && rt.scheme === 'http') return sendHttpsRedirect(res, authority, target);
+  const match = vh === null ? null : findRoute(
     vh, target.path, req.method ?? 'GET', rt.scheme, authority,
     vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS,
     vh.needsQuery ? parseQuery(target.query) : NO_QUERY,
   );
-  if (match === null) return sendEmpty(res, 404, grpc);
+  const policies = rt.policies;
+  if (match === null) {
+    if (policies === null) return sendEmpty(res, 404, grpc);
+    // 7 before 8: an unauthorised client learns nothing from 404 vs 403.
+    const facts = requestFacts(req, policies, rt.port, target.path, target.query, authority);
+    checkPolicies(policies, req, facts, null, null, (v) => (v.pass ? sendEmpty(res, 404, grpc) : sendVerdict(res, v, grpc)));
+    return;
+  }
 
   const ctx = new RequestContext(rt, req, res, match, target, authority, requestId, grpc);
 
@@ -206,8 +233,32 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
     }
   }
 
-  // 7. fault
-  const fault = match.route.fault;
+  // 7. policies
+  if (policies !== null) {
+    const facts = requestFacts(req, policies, rt.port, target.path, target.query, authority);
+    checkPolicies(policies, req, facts, match.route.name, match.route.routeName, (v) => afterPolicies(ctx, v));
+    return;
+  }
+  faultThenAct(ctx);
+}
+
+/** A policy stage answered: 401 / 403 / 429 with its headers (gRPC: the mapped status). */
+function sendVerdict(res: DownstreamRes, v: Verdict, grpc: boolean): void {
+  if (v.pass) return;
+  sendLocalReply(res, v.status, v.body, grpc, v.grpcStatus, new FixedHeaders(v.headers));
+}
+
+function afterPolicies(ctx: RequestContext, v: Verdict): void {
+  if (!v.pass) return sendVerdict(ctx.res, v, ctx.grpc);
+  if (ctx.res.destroyed || ctx.res.writableEnded) return; // the client left while we waited
+  ctx.query = v.query;
+  ctx.extraHeaders = v.responseHeaders;
+  faultThenAct(ctx);
+}
+
+// 9. fault
+function faultThenAct(ctx: RequestContext): void {
+  const fault = ctx.route.fault;
   if (fault !== null && fault.delayMs > 0 && fault.delayPercent > 0 && Math.random() * 100 < fault.delayPercent) {
     setTimeout(afterFaultDelay, fault.delayMs, ctx);
     return;
@@ -224,7 +275,7 @@ function afterFaultDelay(ctx: RequestContext): void {
 function abortOrAct(ctx: RequestContext): void {
   const fault = ctx.route.fault;
   if (fault !== null && fault.abortPercent > 0 && Math.random() * 100 < fault.abortPercent) {
-    sendLocalReply(ctx.res, fault.abortStatus, BODY_FAULT_ABORT, ctx.grpc, fault.abortGrpc, hooksFor(ctx.route, null, ctx.corsOrigin));
+    sendLocalReply(ctx.res, fault.abortStatus, BODY_FAULT_ABORT, ctx.grpc, fault.abortGrpc, hooksFor(ctx.route, null, ctx.corsOrigin, ctx.extraHeaders));
     return;
   }
   runAction(ctx);
@@ -294,7 +345,7 @@ function redirectLocation(route: CompiledRoute, rt: ListenerRuntime, authority: 
 
 function sendRedirect(ctx: RequestContext): void {
   const headers: HeaderMap = { location: redirectLocation(ctx.route, ctx.rt, ctx.authority, ctx.path, ctx.query), 'content-length': '0' };
-  hooksFor(ctx.route, null, ctx.corsOrigin).onHeaders(ctx.route.action.status, headers);
+  hooksFor(ctx.route, null, ctx.corsOrigin, ctx.extraHeaders).onHeaders(ctx.route.action.status, headers);
   (ctx.res as ServerResponse).writeHead(ctx.route.action.status, headers);
   ctx.res.end();
 }
@@ -304,7 +355,7 @@ function sendDirectResponse(ctx: RequestContext): void {
   const headers: HeaderMap = a.body !== null && a.body.length > 0
     ? { 'content-type': 'text/plain', 'content-length': String(a.body.length) }
     : { 'content-length': '0' };
-  hooksFor(ctx.route, null, ctx.corsOrigin).onHeaders(a.status, headers);
+  hooksFor(ctx.route, null, ctx.corsOrigin, ctx.extraHeaders).onHeaders(a.status, headers);
   (ctx.res as ServerResponse).writeHead(a.status, headers);
   if (a.body !== null) ctx.res.end(a.body); else ctx.res.end();
 }
@@ -420,7 +471,7 @@ function send(ctx: RequestContext, wc: CompiledWeighted, up: UpstreamRequest): v
       }
     }
   }
-  rt.upstreams.forward(wc.cluster, ctx.req, ctx.res, up, hooksFor(ctx.route, wc, ctx.corsOrigin))
+  rt.upstreams.forward(wc.cluster, ctx.req, ctx.res, up, hooksFor(ctx.route, wc, ctx.corsOrigin, ctx.extraHeaders))
     .then(undefined, (err: unknown) => forwardFailed(ctx, err));
 }
 
@@ -456,7 +507,28 @@ export function handleUpgrade(rt: ListenerRuntime, req: IncomingMessage, socket:
   }
   const match = findRoute(vh, target.path, req.method ?? 'GET', rt.scheme, authority,
     vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS, vh.needsQuery ? parseQuery(target.query) : NO_QUERY);
+  // A tunnel is a request like any other to the policies: no token, no WebSocket.
+  const policies = rt.policies;
+  if (policies !== null) {
+    const facts = requestFacts(req, policies, rt.port, target.path, target.query, authority);
+    checkPolicies(policies, req, facts, match?.route.name ?? null, match?.route.routeName ?? null, (v) => {
+      if (!v.pass) return writeSocketReply(socket, v.status, v.body, headerLines(v.headers));
+      if (match === null) return writeSocketReply(socket, 404, '', '');
+      upgradeRoute(rt, req, socket, head, match, { ...target, query: v.query }, authority, requestId);
+    });
+    return;
+  }
   if (match === null) return writeSocketReply(socket, 404, '', '');
+  upgradeRoute(rt, req, socket, head, match, target, authority, requestId);
+}
+
+function headerLines(h: Record<string, string>): string {
+  let out = '';
+  for (const k in h) out += `${k}: ${h[k]}\r\n`;
+  return out;
+}
+
+function upgradeRoute(rt: ListenerRuntime, req: IncomingMessage, socket: Duplex, head: Buffer, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string): void {
   const a = match.route.action;
   if (a.kind === ACTION_REDIRECT) return writeSocketReply(socket, a.status, '', `location: ${redirectLocation(match.route, rt, authority, target.path, target.query)}\r\n`);
   if (a.kind === ACTION_DIRECT) return writeSocketReply(socket, a.status, a.body === null ? '' : a.body.toString('utf8'), '');

@@ -16,6 +16,9 @@ export interface GatewayOptions {
   concurrency?: number;
   log: Logger;
   logLevel?: string;
+  redis?: string | null;
+  replicas?: number;
+  trustedProxies?: number;
 }
 
 export interface RunningGateway {
@@ -33,12 +36,18 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     log: opts.log,
     portMap: opts.portMap ?? {},
     reusePort: concurrency > 1,
+    redis: opts.redis ?? null,
+    replicas: opts.replicas ?? 1,
+    trustedProxies: opts.trustedProxies ?? 0,
   });
   await dataplane.start();
   let applier: Applier = dataplane;
   let pool: WorkerPool | null = null;
   if (concurrency > 1) {
-    pool = new WorkerPool({ primary: dataplane, workers: concurrency - 1, log: opts.log, logLevel: opts.logLevel ?? 'info' });
+    pool = new WorkerPool({
+      primary: dataplane, workers: concurrency - 1, log: opts.log, logLevel: opts.logLevel ?? 'info',
+      env: { MESHGATE_REDIS: opts.redis ?? '', MESHGATE_REPLICAS: String(opts.replicas ?? 1), MESHGATE_TRUSTED_PROXIES: String(opts.trustedProxies ?? 0) },
+    });
     await pool.start();
     applier = pool;
   }

@@ -6,7 +6,12 @@ import { createUpstreams } from './upstream/index.ts';
 import type { FromWorker, ToWorker } from './workers.ts';
 
 const log = pino({ level: process.env.MESHGATE_LOG_LEVEL ?? 'info', base: { pid: process.pid, worker: Number(process.env.MESHGATE_WORKER ?? 0) } });
-const dataplane = new DataPlane({ upstreams: createUpstreams({ log }), log, reusePort: true, portMap: {} });
+const dataplane = new DataPlane({
+  upstreams: createUpstreams({ log }), log, reusePort: true, portMap: {},
+  redis: process.env.MESHGATE_REDIS || null,
+  replicas: Number(process.env.MESHGATE_REPLICAS ?? 1),
+  trustedProxies: Number(process.env.MESHGATE_TRUSTED_PROXIES ?? 0),
+});
 
 function reply(m: FromWorker): void {
   process.send?.(m);

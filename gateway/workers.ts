@@ -38,6 +38,8 @@ export interface WorkerPoolOptions {
   workers: number;
   log: Logger;
   logLevel: string;
+  /** Settings the workers' data planes need (redis URL, replicas, trusted proxies), as environment. */
+  env?: Record<string, string>;
 }
 
 export class WorkerPool implements Applier {
@@ -65,7 +67,7 @@ export class WorkerPool implements Applier {
 
   private spawn(index: number): Worker {
     const child = fork(WORKER_MAIN, [], {
-      env: { ...process.env, MESHGATE_LOG_LEVEL: this.opts.logLevel, MESHGATE_WORKER: String(index) },
+      env: { ...process.env, ...this.opts.env, MESHGATE_LOG_LEVEL: this.opts.logLevel, MESHGATE_WORKER: String(index) },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     let markReady!: () => void;

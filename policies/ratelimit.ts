@@ -27,6 +27,8 @@ import { hostMatches } from '../api/hosts.ts';
 export interface RateLimitContext {
   /** Name of the matched route (`virtualservice/<ns>/<name>/http/<i>` or the route's `name`), or null. */
   routeName: string | null;
+  /** The HTTPRoute's own `name`, when it has one: a policy may name the route either way. */
+  routeAlias?: string | null;
   /** Verified JWT claims from authentication, or null when the request carried no token. */
   claims: Record<string, unknown> | null;
 }
@@ -423,7 +425,7 @@ export class RateLimits {
   check(facts: RequestFacts, ctx: RateLimitContext): Promise<RateLimitDecision> | RateLimitDecision {
     const policies = this.policies;
     for (let i = 0; i < policies.length; i++) {
-      if (covers(policies[i], facts.host, ctx.routeName)) return runChecks(this, i, facts, ctx);
+      if (covers(policies[i], facts.host, ctx.routeName, ctx.routeAlias ?? null)) return runChecks(this, i, facts, ctx);
     }
     return RATE_LIMIT_PASS;
   }
@@ -464,8 +466,9 @@ export class RateLimits {
 
 // ---------------------------------------------------------------- per request
 
-function covers(p: CompiledPolicy, host: string, routeName: string | null): boolean {
-  if (p.routes !== null && (routeName === null || !p.routes.has(routeName))) return false;
+function covers(p: CompiledPolicy, host: string, routeName: string | null, routeAlias: string | null): boolean {
+  const routes = p.routes;
+  if (routes !== null && !((routeName !== null && routes.has(routeName)) || (routeAlias !== null && routes.has(routeAlias)))) return false;
   if (p.allHosts || p.exactHosts.has(host)) return true;
   const w = p.wildcardHosts;
   for (let i = 0; i < w.length; i++) if (hostMatches(w[i], host)) return true;
@@ -479,7 +482,7 @@ function runChecks(rl: RateLimits, first: number, facts: RequestFacts, ctx: Rate
   const pending: Promise<Outcome>[] = [];
   for (let i = first; i < policies.length; i++) {
     const p = policies[i];
-    if (i !== first && !covers(p, facts.host, ctx.routeName)) continue;
+    if (i !== first && !covers(p, facts.host, ctx.routeName, ctx.routeAlias ?? null)) continue;
     for (let j = 0; j < p.rules.length; j++) {
       const rule = p.rules[j];
       const slot = pickSlot(rule, facts, ctx.claims);
