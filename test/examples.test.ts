@@ -56,6 +56,14 @@ test('npm start: the README curl lines answer as printed', async (t) => {
   assert.equal(await (await get('/ping')).text(), 'pong\n');
   assert.equal((await get('/nothing-here')).status, 404);
 
+  assert.ok(readme.includes('localhost:8080/secure/data'));
+  assert.equal((await get('/secure/data')).status, 403);
+  const token = readFileSync(join(ROOT, 'examples', 'tokens', 'demo.jwt'), 'utf8').trim();
+  const secure = await get('/secure/data', { authorization: `Bearer ${token}` });
+  assert.equal(secure.status, 200);
+  assert.equal(((await secure.json()) as { url: string }).url, '/secure/data');
+  assert.equal((await get('/ping', { authorization: 'Bearer not.a.token' })).status, 401);
+
   const dump = (await (await fetch('http://127.0.0.1:15000/config_dump')).json()) as { version: string };
   assert.match(dump.version, /^[0-9a-f]+$/);
 });
