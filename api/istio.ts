@@ -330,7 +330,48 @@ export interface AuthorizationPolicySpec {
   provider?: { name?: string };
 }
 
+// ---------------------------------------------------------------- meshgate.io (docs/ratelimit.md)
+
+/** `remoteAddress`, `path`, `method`, `host`, `{header: NAME}` or `{claim: NAME}`. */
+export type RateLimitKeyPartSpec = 'remoteAddress' | 'path' | 'method' | 'host' | { header: string } | { claim: string };
+
+export interface RateLimitAmountSpec {
+  requests: number;
+  per: 'second' | 'minute' | 'hour';
+  burst?: number;
+}
+
+/** Every condition must hold; several names in one `claim`/`header` map are ANDed. */
+export interface RateLimitWhenSpec {
+  claim?: Record<string, string>;
+  header?: Record<string, string>;
+  path?: string;
+  method?: string;
+  host?: string;
+  remoteAddress?: string;
+}
+
+export interface RateLimitRuleSpec {
+  name: string;
+  limit: RateLimitAmountSpec;
+  key?: RateLimitKeyPartSpec[];
+  overrides?: { when: RateLimitWhenSpec; limit: RateLimitAmountSpec }[];
+}
+
+export interface RateLimitPolicySpec {
+  /** Gateway labels, as a Gateway's `selector` (a plain map, not `matchLabels`). */
+  selector?: Record<string, string>;
+  targetRef?: PolicyTargetReference;
+  targetRefs?: PolicyTargetReference[];
+  hosts?: string[];
+  routes?: string[];
+  mode?: 'local' | 'global';
+  shadow?: boolean;
+  rules: RateLimitRuleSpec[];
+}
+
 export type GatewayResource = Resource<'Gateway', GatewaySpec>;
+export type RateLimitPolicyResource = Resource<'RateLimitPolicy', RateLimitPolicySpec>;
 export type RequestAuthenticationResource = Resource<'RequestAuthentication', RequestAuthenticationSpec>;
 export type AuthorizationPolicyResource = Resource<'AuthorizationPolicy', AuthorizationPolicySpec>;
 export type VirtualServiceResource = Resource<'VirtualService', VirtualServiceSpec>;
@@ -348,6 +389,7 @@ export const SUPPORTED_KINDS: Readonly<Record<string, readonly string[]>> = {
   Secret: ['v1'],
   RequestAuthentication: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
   AuthorizationPolicy: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
+  RateLimitPolicy: ['meshgate.io/v1alpha1'],
 };
 
 /**
@@ -363,4 +405,5 @@ export interface ConfigSnapshot {
   secrets: SecretResource[];
   requestAuthentications: RequestAuthenticationResource[];
   authorizationPolicies: AuthorizationPolicyResource[];
+  rateLimitPolicies: RateLimitPolicyResource[];
 }

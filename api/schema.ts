@@ -1,6 +1,6 @@
-// Structural validation against Istio's own CRD schemas (api/crds/crd-all.gen.yaml), so a
-// resource the Kubernetes API server would refuse is refused here too, with the same
-// field names. Each kind+version is compiled once, on first use; validating a resource is
+// Structural validation against Istio's own CRD schemas (api/crds/crd-all.gen.yaml) and
+// meshgate's (api/crds/meshgate.gen.yaml), so a resource the Kubernetes API server would
+// refuse is refused here too, with the same field names. Each kind+version is compiled once, on first use; validating a resource is
 // then one call into ajv's generated code plus one walk for fields the schema lacks.
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
@@ -36,9 +36,13 @@ interface Compiled {
   validate: ValidateFunction;
 }
 
-const CRD_FILE = new URL('./crds/crd-all.gen.yaml', import.meta.url);
+/** Searched in order; a kind is taken from the first file that defines it. */
+const CRD_FILES = [
+  new URL('./crds/crd-all.gen.yaml', import.meta.url),
+  new URL('./crds/meshgate.gen.yaml', import.meta.url),
+];
 
-let crdText: string | null = null;
+let crdTexts: string[] | null = null;
 let ajv: Ajv | null = null;
 /** kind → version → compiled schema (null: the CRD does not serve that version). */
 const compiled = new Map<string, Map<string, Compiled | null>>();
@@ -112,12 +116,13 @@ function getAjv(): Ajv {
 
 /** The raw openAPIV3Schema of `spec` for kind+version from the CRD file, or null. */
 function findSpecSchema(kind: string, version: string): Schema | null {
-  crdText ??= readFileSync(CRD_FILE, 'utf8');
-  // Parsing only the document for this kind keeps the first validation fast: the file
+  crdTexts ??= CRD_FILES.map((f) => readFileSync(f, 'utf8'));
+  // Parsing only the document for this kind keeps the first validation fast: Istio's file
   // holds every Istio CRD and is ~20k lines.
   const marker = `\n    kind: ${kind}\n`;
+  const crdText = crdTexts.find((t) => t.includes(marker));
+  if (crdText === undefined) return null;
   const at = crdText.indexOf(marker);
-  if (at < 0) return null;
   const start = crdText.lastIndexOf('\n---\n', at);
   const end = crdText.indexOf('\n---\n', at);
   const docText = crdText.slice(start < 0 ? 0 : start + 5, end < 0 ? undefined : end);
@@ -319,7 +324,7 @@ function unknownFields(s: Schema, data: unknown, path: (string | number)[], out:
         code: 'MG_CONFIG_UNKNOWN_FIELD', severity: 'error', path: [...path, k],
         message: hint !== null
           ? `unknown field ${JSON.stringify(k)}; did you mean ${JSON.stringify(hint)}?`
-          : `unknown field ${JSON.stringify(k)}; Istio's schema allows ${known.join(', ')}`,
+          : `unknown field ${JSON.stringify(k)}; the schema allows ${known.join(', ')}`,
       });
     }
   }

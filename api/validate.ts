@@ -15,7 +15,7 @@ import { isValidHost } from './hosts.ts';
 import { SUPPORTED_KINDS } from './istio.ts';
 import type {
   AuthorizationPolicyResource, ConfigSnapshot, DestinationRuleResource, GatewayResource, RequestAuthenticationResource,
-  Resource, SecretResource, ServiceEntryResource, VirtualServiceResource,
+  RateLimitPolicyResource, Resource, SecretResource, ServiceEntryResource, VirtualServiceResource,
 } from './istio.ts';
 import { documentKeys, positionOf } from './load.ts';
 import { fieldPath, resourceKey } from './problems.ts';
@@ -937,6 +937,152 @@ function checkAuthorizationPolicy(c: Checker, spec: Obj): void {
   });
 }
 
+// ---------------------------------------------------------------- meshgate.io RateLimitPolicy
+
+const KEY_PART_NAMES: readonly string[] = ['remoteAddress', 'path', 'method', 'host'];
+const KEY_PART_FIELDS: readonly string[] = ['header', 'claim'];
+const WHEN_FIELDS: readonly string[] = ['claim', 'header', 'path', 'method', 'host', 'remoteAddress'];
+/** Header and claim names are not bounded by the schema (key parts are free-form there). */
+const MAX_PART_NAME = 256;
+/** Rule names go into Redis keys (`…:<rule>:…`), metric labels and logs: no `:`, spaces or controls. */
+const RULE_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const FULL_ROUTE_NAME = /^virtualservice\/[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?\/http\/\d{1,5}$/;
+
+function checkRateLimitPolicy(c: Checker, spec: Obj): void {
+  checkPolicyBinding(c, spec);
+  const bound = spec.selector !== undefined || spec.targetRef !== undefined || arr(spec.targetRefs).length > 0;
+  // Without either, a policy outside the root namespace would silently cover every gateway
+  // of its namespace (and in istio-system, every gateway): say which gateways you mean.
+  if (!bound) c.error('MG_CONFIG_INVALID', ['spec', 'selector'], 'a RateLimitPolicy needs a selector (gateway labels, e.g. istio: ingressgateway) or a targetRef naming a Gateway');
+  c.labels(spec.selector, ['spec', 'selector']);
+
+  arr(spec.hosts).forEach((h, i) => {
+    if (typeof h !== 'string') return;
+    if (h.includes('/')) c.error('MG_CONFIG_HOST', ['spec', 'hosts', i], `${quote(h)}: hosts here are request hosts (exact or *.suffix), not ns/host`);
+    else if (!isValidHost(h)) c.error('MG_CONFIG_HOST', ['spec', 'hosts', i], `${quote(h)} is not a valid host name (exact name or *.suffix)`);
+  });
+  arr(spec.routes).forEach((r, i) => {
+    if (typeof r !== 'string') return;
+    const at: Path = ['spec', 'routes', i];
+    if (r.trim() === '' || CONTROL_CHARS.test(r) || r.includes('\t')) c.error('MG_CONFIG_INVALID', at, 'a route name must be non-empty printable text');
+    else if (/^virtualservice\//i.test(r) && !FULL_ROUTE_NAME.test(r.toLowerCase())) {
+      c.error('MG_CONFIG_INVALID', at, `${quote(r)} is not a route's full name; write virtualservice/<namespace>/<name>/http/<index>, or the route's own name`);
+    }
+  });
+
+  const names = new Map<string, number>();
+  arr(spec.rules).forEach((rule, i) => {
+    if (!isObj(rule)) return;
+    const at: Path = ['spec', 'rules', i];
+    if (typeof rule.name === 'string') {
+      if (!RULE_NAME.test(rule.name)) {
+        c.error('MG_CONFIG_INVALID', [...at, 'name'], `${quote(rule.name)} is not a valid rule name (letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters)`);
+      }
+      const prev = names.get(rule.name);
+      if (prev !== undefined) c.error('MG_CONFIG_INVALID', [...at, 'name'], `rule name ${quote(rule.name)} is already used by rules[${prev}]; names must be unique in a policy (they name the counters)`);
+      else names.set(rule.name, i);
+    }
+    checkRateLimitAmount(c, rule.limit, [...at, 'limit']);
+    arr(rule.key).forEach((part, j) => checkKeyPart(c, part, [...at, 'key', j]));
+    // An override may test a part the rule's key does not use (docs/ratelimit.md: key by
+    // `sub`, override for `plan: gold`): the override picks the limit, the key still picks
+    // the counter, so both halves are meaningful on their own.
+    arr(rule.overrides).forEach((o, j) => {
+      if (!isObj(o)) return;
+      checkWhen(c, o.when, [...at, 'overrides', j, 'when']);
+      checkRateLimitAmount(c, o.limit, [...at, 'overrides', j, 'limit']);
+    });
+  });
+}
+
+function checkRateLimitAmount(c: Checker, v: unknown, path: Path): void {
+  if (!isObj(v)) return;
+  // Types, units and ranges are the schema's; what remains is a combination it cannot see.
+  if (v.requests === 0 && isInt(v.burst) && v.burst > 0) c.warn('MG_CONFIG_INVALID', [...path, 'burst'], 'burst has no effect when requests is 0: the limit refuses every request');
+}
+
+function checkKeyPart(c: Checker, part: unknown, path: Path): void {
+  if (typeof part === 'string') {
+    if (KEY_PART_NAMES.includes(part)) return;
+    const hint = suggest(part, [...KEY_PART_NAMES, ...KEY_PART_FIELDS]);
+    c.error('MG_CONFIG_INVALID', path, `unknown key part ${quote(part)}${hint !== null ? `; did you mean ${quote(hint)}?` : ''} (use ${KEY_PART_NAMES.join(', ')}, {header: NAME} or {claim: NAME})`);
+    return;
+  }
+  if (!isObj(part)) {
+    c.error('MG_CONFIG_SCHEMA', path, `must be one of ${KEY_PART_NAMES.join(', ')}, or a mapping {header: NAME} or {claim: NAME}`);
+    return;
+  }
+  const fields = Object.keys(part);
+  if (fields.length !== 1) {
+    c.error('MG_CONFIG_INVALID', path, `a key part names one header or one claim ({header: NAME} or {claim: NAME}); this one has ${fields.length === 0 ? 'none' : fields.join(', ')}`);
+  }
+  for (const f of fields) {
+    if (!KEY_PART_FIELDS.includes(f)) {
+      const hint = suggest(f, [...KEY_PART_FIELDS, ...KEY_PART_NAMES]);
+      c.error('MG_CONFIG_INVALID', [...path, f], `unknown key part ${quote(f)}${hint !== null ? `; did you mean ${quote(hint)}?` : ''} (a mapping key part is {header: NAME} or {claim: NAME})`);
+      continue;
+    }
+    partName(c, f, part[f], [...path, f]);
+  }
+}
+
+/** The NAME of a `{header: NAME}` / `{claim: NAME}`, or of a `when.header` / `when.claim` entry. */
+function partName(c: Checker, kind: string, name: unknown, path: Path): void {
+  if (typeof name !== 'string') {
+    c.error('MG_CONFIG_SCHEMA', path, `must be a ${kind} name (a string)`);
+    return;
+  }
+  if (name.length > MAX_PART_NAME) c.error('MG_CONFIG_INVALID', path, `${kind} name is ${name.length} characters long; the limit is ${MAX_PART_NAME}`);
+  else if (kind === 'header') c.headerName(name, path);
+  else if (name === '' || CONTROL_CHARS.test(name)) c.error('MG_CONFIG_INVALID', path, 'a claim name must be non-empty printable text');
+}
+
+/** A path the data plane's normalisation would rewrite can never equal a request's path. */
+function pathNeverMatches(p: string): string | null {
+  if (!p.startsWith('/')) return 'must start with /';
+  if (p.includes('?') || p.includes('#')) return 'is compared without query or fragment, so a ? or # can never match';
+  if (p.includes('\0') || /%00/.test(p)) return 'contains a NUL byte; such requests are refused';
+  if (/\/\/|\/\.\.?(\/|$)/.test(p)) return 'is compared after normalisation (no // or . or .. segments), so this can never match';
+  if (/%2e|%2f|%5c/i.test(p)) return 'is compared after normalisation, which decodes %2E, %2F and %5C; write the decoded path';
+  return null;
+}
+
+function checkWhen(c: Checker, when: unknown, path: Path): void {
+  if (!isObj(when)) return;
+  const present = WHEN_FIELDS.filter((f) => when[f] !== undefined && when[f] !== null);
+  if (present.length === 0) {
+    c.error('MG_CONFIG_INVALID', path, 'an override needs at least one condition; one without would always apply (change the rule\'s limit instead)');
+    return;
+  }
+  for (const f of ['claim', 'header'] as const) {
+    const m = when[f];
+    if (!isObj(m)) continue;
+    const entries = Object.entries(m);
+    if (entries.length === 0) c.error('MG_CONFIG_INVALID', [...path, f], `name at least one ${f}: {${f}: {NAME: VALUE}}`);
+    for (const [name, value] of entries) {
+      partName(c, f, name, [...path, f, name]);
+      if (typeof value === 'string' && CONTROL_CHARS.test(value)) c.error('MG_CONFIG_INVALID', [...path, f, name], `a ${f} value cannot contain control characters`);
+    }
+  }
+  const v = (f: string): string | null => (typeof when[f] === 'string' ? when[f] : null);
+  const p = v('path');
+  if (p !== null) {
+    const why = pathNeverMatches(p);
+    if (why !== null) c.error('MG_CONFIG_INVALID', [...path, 'path'], `${quote(p)} ${why}`);
+  }
+  const method = v('method');
+  if (method !== null && !HEADER_TOKEN.test(method)) c.error('MG_CONFIG_INVALID', [...path, 'method'], `${quote(method)} is not an HTTP method`);
+  const host = v('host');
+  if (host !== null) {
+    if (host.includes('*')) c.error('MG_CONFIG_HOST', [...path, 'host'], `${quote(host)}: an override compares the host exactly; wildcards belong in spec.hosts`);
+    else if (!isValidHost(host)) c.error('MG_CONFIG_HOST', [...path, 'host'], `${quote(host)} is not a valid host name`);
+  }
+  const addr = v('remoteAddress');
+  if (addr !== null && isIP(addr) === 0) {
+    c.error('MG_CONFIG_INVALID', [...path, 'remoteAddress'], `${quote(addr)} is not an IP address${addr.includes('/') ? ' (CIDR blocks are not supported here; the address is compared exactly)' : ''}`);
+  }
+}
+
 // ---------------------------------------------------------------- entry points
 
 const SEMANTIC: Readonly<Record<string, (c: Checker, spec: Obj) => void>> = {
@@ -947,6 +1093,7 @@ const SEMANTIC: Readonly<Record<string, (c: Checker, spec: Obj) => void>> = {
   Secret: checkSecret,
   RequestAuthentication: checkRequestAuthentication,
   AuthorizationPolicy: checkAuthorizationPolicy,
+  RateLimitPolicy: checkRateLimitPolicy,
 };
 
 /** Every problem of one resource: type and name, schema, then the kind's semantic rules. */
@@ -956,7 +1103,7 @@ export function validateResource(r: Resource): Problem[] {
   if (r.kind !== 'Secret') {
     const issues = validateSpecSchema(r.kind, r.apiVersion, r.spec);
     if (issues === null) {
-      c.error('MG_CONFIG_BAD_API_VERSION', ['apiVersion'], `no schema for ${r.kind} ${r.apiVersion} in Istio's CRDs`);
+      c.error('MG_CONFIG_BAD_API_VERSION', ['apiVersion'], `no schema for ${r.kind} ${r.apiVersion} in the CRD files`);
       return c.out;
     }
     for (const i of issues) c.issue(i);
@@ -1021,7 +1168,9 @@ function compareResources(a: Resource, b: Resource): number {
  * keeps translation deterministic whatever order files were read in.
  */
 export function toSnapshot(accepted: readonly Resource[]): ConfigSnapshot {
-  const snap: ConfigSnapshot = { gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [], requestAuthentications: [], authorizationPolicies: [] };
+  const snap: ConfigSnapshot = {
+    gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [], requestAuthentications: [], authorizationPolicies: [], rateLimitPolicies: [],
+  };
   for (const r of accepted) {
     switch (r.kind) {
       case 'Gateway': snap.gateways.push(r as GatewayResource); break;
@@ -1031,6 +1180,7 @@ export function toSnapshot(accepted: readonly Resource[]): ConfigSnapshot {
       case 'Secret': snap.secrets.push(r as SecretResource); break;
       case 'RequestAuthentication': snap.requestAuthentications.push(r as RequestAuthenticationResource); break;
       case 'AuthorizationPolicy': snap.authorizationPolicies.push(r as AuthorizationPolicyResource); break;
+      case 'RateLimitPolicy': snap.rateLimitPolicies.push(r as RateLimitPolicyResource); break;
       default: break;
     }
   }
@@ -1039,6 +1189,7 @@ export function toSnapshot(accepted: readonly Resource[]): ConfigSnapshot {
   snap.destinationRules.sort(compareResources);
   snap.requestAuthentications.sort(compareResources);
   snap.authorizationPolicies.sort(compareResources);
+  snap.rateLimitPolicies.sort(compareResources);
   snap.serviceEntries.sort(compareResources);
   snap.secrets.sort(compareResources);
   return snap;

@@ -27,7 +27,9 @@ export class ConfigStore extends EventEmitter {
   private validated = new WeakMap<Resource, Problem[]>();
   private current: StoreState = {
     generation: 0,
-    snapshot: { gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [], requestAuthentications: [], authorizationPolicies: [] },
+    snapshot: {
+      gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [], requestAuthentications: [], authorizationPolicies: [], rateLimitPolicies: [],
+    },
     problems: [],
   };
 

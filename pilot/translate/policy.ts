@@ -1,5 +1,6 @@
-// Which RequestAuthentications and AuthorizationPolicies apply to a proxy, compiled into the
-// plain form of api/policy.ts. Binding follows Istio:
+// Which RequestAuthentications, AuthorizationPolicies and RateLimitPolicies apply to a proxy,
+// compiled into the plain form of api/policy.ts. Binding follows Istio (RateLimitPolicy too,
+// though its selector is a plain label map, as a Gateway's, rather than `matchLabels`):
 //   - a policy in the root namespace (istio-system) without a selector applies to every proxy;
 //   - a policy without a selector applies to every proxy in its own namespace;
 //   - a policy with a selector applies to proxies in its own namespace whose labels match
@@ -7,10 +8,13 @@
 //   - targetRef(s) of kind Gateway name an Istio Gateway resource: the policy applies to the
 //     proxies that Gateway selects.
 import type {
-  AuthorizationPolicyResource, AuthorizationPolicySpec, ConfigSnapshot, PolicyTargetReference,
-  RequestAuthenticationResource, WorkloadSelector,
+  AuthorizationPolicyResource, AuthorizationPolicySpec, ConfigSnapshot, PolicyTargetReference, RateLimitAmountSpec,
+  RateLimitKeyPartSpec, RateLimitPolicyResource, RateLimitWhenSpec, RequestAuthenticationResource, WorkloadSelector,
 } from '../../api/istio.ts';
-import type { AuthzCondition, AuthzOperation, AuthzPolicy, AuthzSource, JwtRule, PolicyConfig } from '../../api/policy.ts';
+import type {
+  AuthzCondition, AuthzOperation, AuthzPolicy, AuthzSource, JwtRule, PolicyConfig, RateLimitAmount, RateLimitKeyPart,
+  RateLimitPolicy,
+} from '../../api/policy.ts';
 import type { ProxyIdentity } from '../../api/proxyconfig.ts';
 import { parseDuration } from '../../api/duration.ts';
 import type { Indexes } from './indexes.ts';
@@ -23,8 +27,8 @@ const DEFAULT_JWKS_TIMEOUT_MS = 5000;
 /** Istio refreshes JWKS every 20 minutes (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL). */
 const DEFAULT_JWKS_REFRESH_MS = 20 * 60 * 1000;
 
-function labelsMatch(selector: WorkloadSelector | undefined, labels: Record<string, string>): boolean {
-  for (const [k, v] of Object.entries(selector?.matchLabels ?? {})) if (labels[k] !== v) return false;
+function labelsMatch(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(selector ?? {})) if (labels[k] !== v) return false;
   return true;
 }
 
@@ -32,11 +36,17 @@ function targetRefs(spec: { targetRef?: PolicyTargetReference; targetRefs?: Poli
   return [...(spec.targetRef ? [spec.targetRef] : []), ...(spec.targetRefs ?? [])];
 }
 
-function applies(
-  idx: Indexes,
-  r: { metadata: { namespace: string }; spec: { selector?: WorkloadSelector; targetRef?: PolicyTargetReference; targetRefs?: PolicyTargetReference[] } },
-  proxy: ProxyIdentity,
-): boolean {
+interface Bindable {
+  metadata: { namespace: string };
+  spec: { targetRef?: PolicyTargetReference; targetRefs?: PolicyTargetReference[] };
+}
+
+/** security.istio.io policies select by `selector.matchLabels`. */
+function applies(idx: Indexes, r: Bindable & { spec: { selector?: WorkloadSelector } }, proxy: ProxyIdentity): boolean {
+  return binds(idx, r, r.spec.selector?.matchLabels, proxy);
+}
+
+function binds(idx: Indexes, r: Bindable, selector: Record<string, string> | undefined, proxy: ProxyIdentity): boolean {
   const ns = r.metadata.namespace;
   const refs = targetRefs(r.spec);
   if (refs.length > 0) {
@@ -49,7 +59,7 @@ function applies(
     });
   }
   if (ns !== ROOT_NAMESPACE && ns !== proxy.namespace) return false;
-  return labelsMatch(r.spec.selector, proxy.labels);
+  return labelsMatch(selector, proxy.labels);
 }
 
 function jwtRules(ra: RequestAuthenticationResource): JwtRule[] {
@@ -118,6 +128,92 @@ function authzPolicy(ap: AuthorizationPolicyResource): AuthzPolicy | null {
   };
 }
 
+// ---------------------------------------------------------------- RateLimitPolicy
+
+function amount(a: RateLimitAmountSpec): RateLimitAmount {
+  return { requests: a.requests, unit: a.per, burst: a.burst ?? 0 };
+}
+
+/** Header names lower-cased here as well as in the data plane, so a config dump shows what is compared. */
+function keyPart(p: RateLimitKeyPartSpec): RateLimitKeyPart {
+  if (typeof p === 'string') return { kind: p };
+  if ('header' in p) return { kind: 'header', name: p.header.toLowerCase() };
+  return { kind: 'claim', name: p.claim };
+}
+
+/**
+ * One `{part, value}` per condition, in a fixed order (claims, headers by name, then path,
+ * method, host, address) so the compiled form does not depend on how the YAML was written.
+ * Values are normalised as the data plane compares them.
+ */
+function whenMatch(w: RateLimitWhenSpec): { part: RateLimitKeyPart; value: string }[] {
+  const out: { part: RateLimitKeyPart; value: string }[] = [];
+  for (const name of Object.keys(w.claim ?? {}).sort()) out.push({ part: { kind: 'claim', name }, value: w.claim![name] });
+  const headers = Object.entries(w.header ?? {}).map(([name, value]) => ({ name: name.toLowerCase(), value: value.trim() }));
+  headers.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const h of headers) out.push({ part: { kind: 'header', name: h.name }, value: h.value });
+  if (w.path !== undefined) out.push({ part: { kind: 'path' }, value: w.path });
+  if (w.method !== undefined) out.push({ part: { kind: 'method' }, value: w.method.toUpperCase() });
+  if (w.host !== undefined) out.push({ part: { kind: 'host' }, value: w.host.toLowerCase() });
+  if (w.remoteAddress !== undefined) out.push({ part: { kind: 'remoteAddress' }, value: w.remoteAddress });
+  return out;
+}
+
+/** http route name (as written in a VirtualService) → the full names of every route that has it. */
+type RoutesByName = Map<string, string[]>;
+
+function routesByName(snapshot: ConfigSnapshot): RoutesByName {
+  const out: RoutesByName = new Map();
+  for (const vs of snapshot.virtualServices) {
+    (vs.spec.http ?? []).forEach((r, i) => {
+      if (typeof r.name !== 'string' || r.name === '') return;
+      const full = `virtualservice/${vs.metadata.namespace}/${vs.metadata.name}/http/${i}`;
+      const list = out.get(r.name);
+      if (list) list.push(full);
+      else out.set(r.name, [full]);
+    });
+  }
+  return out;
+}
+
+/**
+ * Full names are lower-cased (namespaces and names are); a route's own name is kept as
+ * written, since VirtualService route names are case-sensitive free text. Each own name is
+ * followed by the full names of the routes that carry it, so the data plane can match a
+ * request by its route's full name alone, whichever form the user wrote.
+ */
+function routeNames(written: string[], byName: () => RoutesByName): string[] {
+  const out: string[] = [];
+  const add = (n: string): void => { if (!out.includes(n)) out.push(n); };
+  for (const r of written) {
+    if (/^virtualservice\//i.test(r)) add(r.toLowerCase());
+    else {
+      add(r);
+      for (const full of byName().get(r) ?? []) add(full);
+    }
+  }
+  return out;
+}
+
+function rateLimitPolicy(rp: RateLimitPolicyResource, byName: () => RoutesByName): RateLimitPolicy {
+  const src = `ratelimitpolicy/${rp.metadata.namespace}/${rp.metadata.name}`;
+  const spec = rp.spec;
+  return {
+    source: src,
+    mode: spec.mode ?? 'local',
+    shadow: spec.shadow === true,
+    hosts: (spec.hosts ?? []).map((h) => h.toLowerCase()),
+    routes: routeNames(spec.routes ?? [], byName),
+    rules: spec.rules.map((r, i) => ({
+      source: `${src}/rules/${i}`,
+      name: r.name,
+      limit: amount(r.limit),
+      key: (r.key ?? []).map(keyPart),
+      overrides: (r.overrides ?? []).map((o) => ({ match: whenMatch(o.when), limit: amount(o.limit) })),
+    })),
+  };
+}
+
 export function buildPolicies(idx: Indexes, snapshot: ConfigSnapshot, proxy: ProxyIdentity): PolicyConfig {
   const jwt: JwtRule[] = [];
   for (const ra of snapshot.requestAuthentications) if (applies(idx, ra, proxy)) jwt.push(...jwtRules(ra));
@@ -127,5 +223,12 @@ export function buildPolicies(idx: Indexes, snapshot: ConfigSnapshot, proxy: Pro
     const p = authzPolicy(ap);
     if (p) authorization.push(p);
   }
-  return { jwtRules: jwt, authorization, rateLimits: [], numTrustedProxies: 0 };
+  // Route names are indexed only when some policy for this proxy names a route by its own name.
+  let byName: RoutesByName | null = null;
+  const lazyByName = (): RoutesByName => (byName ??= routesByName(snapshot));
+  const rateLimits: RateLimitPolicy[] = [];
+  for (const rp of snapshot.rateLimitPolicies) {
+    if (binds(idx, rp, rp.spec.selector, proxy)) rateLimits.push(rateLimitPolicy(rp, lazyByName));
+  }
+  return { jwtRules: jwt, authorization, rateLimits, numTrustedProxies: 0 };
 }

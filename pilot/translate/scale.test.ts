@@ -60,7 +60,7 @@ function generate(): ConfigSnapshot {
       spec: { hosts: [`host-${i}.example.com`], gateways: ['istio-system/gw'], http },
     });
   }
-  return { gateways, virtualServices, destinationRules, serviceEntries, secrets: [], requestAuthentications: [], authorizationPolicies: [] };
+  return { gateways, virtualServices, destinationRules, serviceEntries, secrets: [], requestAuthentications: [], authorizationPolicies: [], rateLimitPolicies: [] };
 }
 
 test('1,000 VirtualServices × 10 routes: one virtual host per host per port, every route, shared clusters', () => {
