@@ -4,28 +4,29 @@
 // (fetches every JWKS once, never throws), then per request:
 //
 //   const r = authn.authenticate(facts);               // AuthnResult | Promise<AuthnResult>
-//   const res = r instanceof Promise ? await r : r;    // a Promise only on an unknown kid
+//   const res = r instanceof Promise ? await r : r;    // a Promise when a signature is checked
 //   if (res.outcome === 'fail') send unauthorizedResponse(res)
 //   else apply res.edits (always: they also strip client-forged output headers)
 //
-// Why synchronous: a repeated valid token is a cache lookup, and a first sight of a token
-// with keys at hand is one native signature check; neither needs the event loop, and a
-// Promise per request costs more than the lookup. jose v6 verifies through WebCrypto,
-// which is async only, so signatures are checked with node:crypto.verify (the same OpenSSL
-// call underneath) over keys node imported from the JWKS; the rules jose applies
-// (asymmetric algorithms only, key type must fit the algorithm, `crit` refused, claims
-// checked after the signature) are applied here. The only async case is a kid missing from
-// the key set, which triggers one rate-limited JWKS refetch.
+// Why two speeds: a repeated valid token is a cache lookup and stays synchronous, since a
+// Promise per request costs more than the lookup. A token seen for the first time is
+// verified by jose (`jwtVerify` over a local JWK set made from the current JWKS), which is
+// the one implementation of the JOSE rules here: signature, algorithm allow-list, key type
+// against alg, `crit`, and exp/nbf/iat with the clock skew. jose v6 verifies through
+// WebCrypto, which is async only, so that request gets a Promise. What must be refused
+// before any crypto stays synchronous: token size and shape, `alg: none` and HMAC, an
+// issuer no rule names, several tokens, a kid the key set lacks (which may start one
+// rate-limited JWKS refetch, the other async case).
 //
 // Istio semantics: no token anywhere passes authentication ('none'; an AuthorizationPolicy
 // may then demand a principal); a token that fails is 401 whatever the other rules say; a
 // token is checked only by the rules naming its `iss` (ISTIO-SECURITY-2021-001) and
 // accepting the place it was found.
-import { constants, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { createLocalJWKSet, jwtVerify, type CryptoKey, type JWK, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { JwtRule, RequestFacts } from '../api/policy.ts';
 import type { Logger } from '../api/logger.ts';
-import { ACCEPTED_ALGS, JwksPool, JwksSource, type JwksStatus, type VerificationKey } from './jwks.ts';
+import { ACCEPTED_ALGS, JwksPool, JwksSource, type JwksStatus, type KeySet } from './jwks.ts';
 
 export type AuthnReason =
   | 'expired'
@@ -142,6 +143,8 @@ interface CompiledRule {
   forward: boolean;
   payloadHeader: string | null;
   claimHeaders: { header: string; claim: string }[];
+  /** jwtVerify's options for this rule, without the per-request clock. */
+  joseOptions: JWTVerifyOptions;
 }
 
 interface CacheEntry {
@@ -167,23 +170,126 @@ function fail(reason: AuthnReason, rule: string | null): AuthnFail {
   return { outcome: 'fail', status: 401, reason, description: DESCRIPTIONS[reason], rule };
 }
 
-const ALG_PARAMS: Record<string, { hash: string | null; pss?: number; ec?: boolean }> = {
-  RS256: { hash: 'sha256' }, RS384: { hash: 'sha384' }, RS512: { hash: 'sha512' },
-  PS256: { hash: 'sha256', pss: 32 }, PS384: { hash: 'sha384', pss: 48 }, PS512: { hash: 'sha512', pss: 64 },
-  ES256: { hash: 'sha256', ec: true }, ES384: { hash: 'sha384', ec: true }, ES512: { hash: 'sha512', ec: true },
-  EdDSA: { hash: null }, Ed25519: { hash: null },
-};
+// ---------------------------------------------------------------- verification through jose
 
-function verifySignature(alg: string, key: KeyObject, signingInput: Buffer, signature: Buffer): boolean {
-  const p = ALG_PARAMS[alg];
-  try {
-    if (p.pss) return cryptoVerify(p.hash, signingInput, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: p.pss }, signature);
-    if (p.ec) return cryptoVerify(p.hash, signingInput, { key, dsaEncoding: 'ieee-p1363' }, signature);
-    return cryptoVerify(p.hash, signingInput, key, signature);
-  } catch {
-    // OpenSSL rejects some malformed signatures by throwing rather than returning false.
-    return false;
+type JoseKeys = ReturnType<typeof createLocalJWKSet>;
+
+/** A token whose signature and claims jose accepted, before our own shape checks. */
+interface Verified { outcome: 'verified'; payload: JWTPayload }
+
+/** The only algorithms jose may accept; the same list the pre-check uses. */
+const JOSE_ALGORITHMS: string[] = [...ACCEPTED_ALGS];
+
+/**
+ * jose checks a future `iat` only when maxTokenAge is set, and then demands `iat`. Istio
+ * does not demand it, so tokens carrying one get this age limit, which never binds: what
+ * it buys is jose's "iat in the future" check with the same skew as nbf.
+ */
+const ANY_TOKEN_AGE = Number.MAX_SAFE_INTEGER;
+
+/**
+ * jose's view of a key set, built once per set: a changed JWKS is a new KeySet object, and
+ * the local set keeps its imported CryptoKeys for as long as the KeySet lives. Shared by
+ * every authenticator (config versions reuse pooled sources).
+ */
+const joseKeySets = new WeakMap<KeySet, JoseKeys>();
+
+function joseKeysOf(set: KeySet): JoseKeys {
+  let keys = joseKeySets.get(set);
+  if (keys === undefined) {
+    // Built from the keys jwks.ts accepted, not from the JWKS text: public members only, and
+    // only keys that passed its checks (use/key_ops, curves, RSA of at least 2048 bits).
+    keys = createLocalJWKSet({
+      keys: set.keys.map((k) => {
+        const jwk = k.key.export({ format: 'jwk' }) as JWK;
+        if (k.kid !== null) jwk.kid = k.kid;
+        // One alg: the JWK named it (or its curve fixes it), and jose must hold it to that.
+        if (k.algs.size === 1) jwk.alg = k.algs.values().next().value as string;
+        return jwk;
+      }),
+    });
+    joseKeySets.set(set, keys);
   }
+  return keys;
+}
+
+/** What we read of jose's errors: matched by code, which holds across copies of the module. */
+interface JoseFailure { code?: unknown; claim?: unknown; reason?: unknown; payload?: Record<string, unknown> }
+
+function reasonForJoseError(err: unknown, hasKid: boolean): AuthnReason | null {
+  const e = (err ?? {}) as JoseFailure;
+  switch (e.code) {
+    case 'ERR_JWT_EXPIRED':
+      return 'expired';
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      // 'invalid': a time claim that is not a number.
+      if (e.reason === 'invalid') return 'malformed';
+      if (e.claim === 'nbf' || e.claim === 'iat') return 'not yet valid';
+      if (e.claim === 'iss') return 'issuer not configured';
+      if (e.claim === 'aud') return e.payload?.aud === undefined || audiencesOf(e.payload.aud) !== null ? 'audience not allowed' : 'malformed';
+      return 'malformed';
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+      return 'bad signature';
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+      // The kid is in the set (checked before), so no key of that kid fits the alg; without
+      // a kid, no key in the set fits it, as if the signing key were missing.
+      return hasKid ? 'bad signature' : 'unknown kid';
+    case 'ERR_JWS_INVALID':
+    case 'ERR_JWT_INVALID':
+    case 'ERR_JOSE_NOT_SUPPORTED':
+      // Broken encoding, an unknown `crit` extension, an unencoded (b64: false) payload.
+      return 'malformed';
+    default:
+      return null;
+  }
+}
+
+/**
+ * One rule's verification of a token by jose. Several keys may fit a kid-less token (or a
+ * kid published twice during a rotation): jose then hands them over and each is tried, the
+ * first that verifies wins. Never rejects.
+ */
+async function verifyWithJose(
+  stats: JwtAuthenticator['stats'], logger: Logger | null, rule: CompiledRule, keys: JoseKeys, token: string, options: JWTVerifyOptions, hasKid: boolean,
+): Promise<Verified | AuthnFail> {
+  try {
+    stats.verifications++;
+    return { outcome: 'verified', payload: (await jwtVerify(token, keys, options)).payload };
+  } catch (err) {
+    if ((err as JoseFailure).code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') return joseFail(logger, err, hasKid, rule);
+    try {
+      for await (const key of err as AsyncIterable<CryptoKey>) {
+        stats.verifications++;
+        try {
+          return { outcome: 'verified', payload: (await jwtVerify(token, key, options)).payload };
+        } catch (e) {
+          // Another key's signature may still match; any other failure is the token's own.
+          if ((e as JoseFailure).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') return joseFail(logger, e, hasKid, rule);
+        }
+      }
+    } catch (e) {
+      return joseFail(logger, e, hasKid, rule);
+    }
+    return fail('bad signature', rule.source);
+  }
+}
+
+function joseFail(logger: Logger | null, err: unknown, hasKid: boolean, rule: CompiledRule): AuthnFail {
+  const reason = reasonForJoseError(err, hasKid);
+  if (reason !== null) return fail(reason, rule.source);
+  // Not one of jose's token errors (a key WebCrypto would not import, a bug): fail closed,
+  // and say so, since the 401 alone would read like a forged token.
+  logger?.warn({ rule: rule.source, err: (err as Error)?.message ?? String(err) }, 'JWT verification failed unexpectedly');
+  return fail('bad signature', rule.source);
+}
+
+/** `aud` as a list, or null when it is neither a string nor a list of strings. */
+function audiencesOf(aud: unknown): string[] | null {
+  if (aud === undefined) return [];
+  if (typeof aud === 'string') return [aud];
+  if (Array.isArray(aud) && aud.every((a) => typeof a === 'string')) return aud as string[];
+  return null;
 }
 
 const B64URL = /^[A-Za-z0-9_-]*$/;
@@ -247,6 +353,11 @@ export class JwtAuthenticator {
   private readonly sources: JwksSource[] = [];
   private readonly unsubscribe: (() => void)[] = [];
   private readonly cache: LRUCache<string, CacheEntry>;
+  /**
+   * Bumped whenever a key set changes (and on stop): a jose verification still running
+   * across a change was made with keys that may be revoked, so its verdict is not cached.
+   */
+  private generation = 0;
   private readonly skewMs: number;
   private readonly maxTtlMs: number;
   private readonly maxTokenBytes: number;
@@ -314,7 +425,7 @@ export class JwtAuthenticator {
       if (!this.sources.includes(keys)) {
         this.sources.push(keys);
         // New keys may mean revoked keys: no cached verdict outlives the set it was made with.
-        this.unsubscribe.push(keys.onChange(() => this.cache.clear()));
+        this.unsubscribe.push(keys.onChange(() => { this.generation++; this.cache.clear(); }));
       }
 
       const payloadHeader = r.outputPayloadToHeader ? r.outputPayloadToHeader.toLowerCase() : null;
@@ -330,6 +441,14 @@ export class JwtAuthenticator {
         forward: r.forwardOriginalToken,
         payloadHeader,
         claimHeaders,
+        joseOptions: {
+          algorithms: JOSE_ALGORITHMS,
+          issuer: r.issuer,
+          ...(r.audiences.length ? { audience: [...r.audiences] } : {}),
+          clockTolerance: opts.clockSkewSec ?? 60,
+          // No extension beyond what jose itself implements (b64) is understood here.
+          crit: {},
+        },
       };
       this.rules.push(compiled);
       const list = this.rulesByIssuer.get(r.issuer);
@@ -350,6 +469,7 @@ export class JwtAuthenticator {
 
   /** Stops refresh timers (or releases pooled sources). */
   stop(): void {
+    this.generation++;
     for (const u of this.unsubscribe) u();
     for (const s of this.sources) {
       if (this.pool && s.uri !== null) this.pool.release(s);
@@ -364,18 +484,24 @@ export class JwtAuthenticator {
   }
 
   /**
-   * Synchronous unless the token's kid is missing from its key set and a refetch is
-   * allowed; then a Promise that settles after that one fetch. Never throws.
+   * Synchronous for no token, a cached token, and whatever is refused before any crypto;
+   * a Promise when jose verifies a token not yet cached, or when an unknown kid waits for
+   * one JWKS refetch. Never throws, and the Promise never rejects.
    */
   authenticate(facts: RequestFacts): AuthnResult | Promise<AuthnResult> {
     if (!this.active) return this.noneResult;
     try {
-      return this.authenticateUnguarded(facts);
+      const r = this.authenticateUnguarded(facts);
+      return r instanceof Promise ? r.catch((err: unknown) => this.unexpected(err)) : r;
     } catch (err) {
-      // A bug here must cost one request a 401, not the process (CVE-2019-12995 class).
-      this.logger?.error({ err: (err as Error).message }, 'JWT authentication failed unexpectedly');
-      return fail('malformed', null);
+      return this.unexpected(err);
     }
+  }
+
+  private unexpected(err: unknown): AuthnFail {
+    // A bug here must cost one request a 401, not the process (CVE-2019-12995 class).
+    this.logger?.error({ err: (err as Error)?.message ?? String(err) }, 'JWT authentication failed unexpectedly');
+    return fail('malformed', null);
   }
 
   private authenticateUnguarded(facts: RequestFacts): AuthnResult | Promise<AuthnResult> {
@@ -402,97 +528,102 @@ export class JwtAuthenticator {
   }
 
   private verify(token: string, locMask: number, mayRefetch: boolean): AuthnResult | Promise<AuthnResult> {
+    // Shape and routing only: enough to pick the rules and refuse what needs no crypto.
+    // Everything a signature or a claim decides is jose's (verifyWithJose).
     if (token.length > this.maxTokenBytes) return fail('malformed', null);
     const d1 = token.indexOf('.');
     const d2 = d1 < 0 ? -1 : token.indexOf('.', d1 + 1);
     if (d2 < 0 || token.indexOf('.', d2 + 1) >= 0) return fail('malformed', null);
     const header = decodeJsonSegment(token.slice(0, d1));
     const claims = decodeJsonSegment(token.slice(d1 + 1, d2));
-    const sigSeg = token.slice(d2 + 1);
-    if (!header || !claims || !B64URL.test(sigSeg)) return fail('malformed', null);
+    if (!header || !claims || !B64URL.test(token.slice(d2 + 1))) return fail('malformed', null);
     const alg = header.alg;
-    // Extensions we do not implement must be refused, not ignored (RFC 7515 §4.1.11).
-    if (typeof alg !== 'string' || header.crit !== undefined) return fail('malformed', null);
-    if (header.kid !== undefined && typeof header.kid !== 'string') return fail('malformed', null);
+    if (typeof alg !== 'string') return fail('malformed', null);
+    const kid = header.kid;
+    if (kid !== undefined && typeof kid !== 'string') return fail('malformed', null);
     const iss = claims.iss;
     if (typeof iss !== 'string') return fail('malformed', null);
 
     const candidates = this.rulesByIssuer.get(iss);
     if (!candidates) return fail('issuer not configured', null);
-    let firstFail: AuthnFail | null = null;
-    let pending: Promise<boolean> | null = null;
+    const rules: CompiledRule[] = [];
+    const outcomes: (AuthnFail | Promise<Verified | AuthnFail>)[] = [];
+    let waiting = false;
+    let options: JWTVerifyOptions | null = null;
     for (const rule of candidates) {
       if ((rule.locMask & locMask) === 0) continue;
-      const r = this.verifyWithRule(rule, token, d2, header, claims, sigSeg, alg, locMask);
-      if (r.outcome === 'ok') return r;
-      if (r.reason === 'unknown kid' && mayRefetch && !pending) pending = rule.keys.refetchForUnknownKid();
-      if (r.reason === 'no keys available') void rule.keys.refetchForUnknownKid();
-      firstFail ??= r;
+      let outcome: AuthnFail | Promise<Verified | AuthnFail>;
+      // alg none, HS* (incl. HMAC keyed with the public key) and anything else unknown.
+      if (!ACCEPTED_ALGS.has(alg)) outcome = fail('bad signature', rule.source);
+      else if (rule.keys.keys === null) {
+        outcome = fail('no keys available', rule.source);
+        void rule.keys.refetchForUnknownKid();
+      } else if (kid !== undefined && !rule.keys.keys.byKid.has(kid)) outcome = fail('unknown kid', rule.source);
+      else {
+        options ??= this.joseClock(claims.iat !== undefined);
+        outcome = verifyWithJose(this.stats, this.logger, rule, joseKeysOf(rule.keys.keys), token, { ...rule.joseOptions, ...options }, kid !== undefined);
+        waiting = true;
+      }
+      rules.push(rule);
+      outcomes.push(outcome);
     }
-    if (!firstFail) return fail('issuer not configured', null); // issuer known, but not read from where this token was
-    if (firstFail.reason === 'unknown kid' && pending) {
-      this.stats.refetches++;
-      return pending.then(() => this.verify(token, locMask, false) as AuthnResult).catch(() => firstFail as AuthnFail);
-    }
-    return firstFail;
+    if (rules.length === 0) return fail('issuer not configured', null); // issuer known, but not read from where this token was
+    const generation = this.generation;
+    if (!waiting) return this.settle(token, locMask, mayRefetch, rules, outcomes as AuthnFail[], generation);
+    return Promise.all(outcomes).then((done) => this.settle(token, locMask, mayRefetch, rules, done, generation));
   }
 
-  private verifyWithRule(
-    rule: CompiledRule, token: string, d2: number, header: Record<string, unknown>,
-    claims: Record<string, unknown>, sigSeg: string, alg: string, locMask: number,
-  ): AuthnOk | AuthnFail {
-    // alg none, HS* (incl. HMAC keyed with the public key) and anything else unknown.
-    if (!ACCEPTED_ALGS.has(alg)) return fail('bad signature', rule.source);
-    const set = rule.keys.keys;
-    if (set === null) return fail('no keys available', rule.source);
-    const kid = header.kid as string | undefined;
-    let keys: VerificationKey[];
-    if (kid !== undefined) {
-      const byKid = set.byKid.get(kid);
-      if (!byKid) return fail('unknown kid', rule.source);
-      keys = byKid;
-    } else keys = set.keys;
+  /** jwtVerify's per-request options: our clock (tests move it), and see ANY_TOKEN_AGE. */
+  private joseClock(hasIat: boolean): JWTVerifyOptions {
+    const currentDate = new Date(this.now());
+    return hasIat ? { currentDate, maxTokenAge: ANY_TOKEN_AGE } : { currentDate };
+  }
 
-    const signingInput = Buffer.from(token.slice(0, d2), 'latin1');
-    const signature = Buffer.from(sigSeg, 'base64url');
-    let verified = false;
-    let fitting = 0;
-    for (const k of keys) {
-      if (!k.algs.has(alg)) continue;
-      fitting++;
-      this.stats.verifications++;
-      if (verifySignature(alg, k.key, signingInput, signature)) { verified = true; break; }
+  /**
+   * The verdict over every candidate rule, in rule order: the first that accepts wins,
+   * otherwise the first failure. A kid the keys lack gets one (rate-limited) refetch and a
+   * second look, without a further refetch.
+   */
+  private settle(
+    token: string, locMask: number, mayRefetch: boolean, rules: CompiledRule[],
+    outcomes: readonly (Verified | AuthnFail)[], generation: number,
+  ): AuthnResult | Promise<AuthnResult> {
+    let firstFail: AuthnFail | null = null;
+    for (let i = 0; i < outcomes.length; i++) {
+      const o = outcomes[i];
+      const r = o.outcome === 'verified' ? this.accept(rules[i], token, o.payload, locMask, generation) : o;
+      if (r.outcome === 'ok') return r;
+      firstFail ??= r;
     }
-    if (fitting === 0) return fail(kid !== undefined ? 'bad signature' : 'unknown kid', rule.source);
-    if (!verified) return fail('bad signature', rule.source);
+    const failed = firstFail as AuthnFail;
+    if (failed.reason !== 'unknown kid' || !mayRefetch) return failed;
+    let pending: Promise<boolean> | null = null;
+    for (let i = 0; i < outcomes.length && !pending; i++) {
+      const o = outcomes[i];
+      if (o.outcome === 'fail' && o.reason === 'unknown kid') pending = rules[i].keys.refetchForUnknownKid();
+    }
+    if (!pending) return failed;
+    this.stats.refetches++;
+    return pending.then(() => this.verify(token, locMask, false)).catch(() => failed);
+  }
 
-    // Claims only after the signature: unsigned content decides nothing.
-    const { exp, nbf, iat, aud, sub, azp } = claims;
-    if ((exp !== undefined && typeof exp !== 'number') || (nbf !== undefined && typeof nbf !== 'number')
-      || (iat !== undefined && typeof iat !== 'number') || (sub !== undefined && typeof sub !== 'string')
+  /** A token jose verified for this rule: our result, cached for its next requests. */
+  private accept(rule: CompiledRule, token: string, payload: JWTPayload, locMask: number, generation: number): AuthnOk | AuthnFail {
+    // Shapes the result needs and jose does not check when no option names the claim.
+    const { exp, sub, azp } = payload;
+    const audiences = audiencesOf(payload.aud);
+    if (audiences === null || (sub !== undefined && typeof sub !== 'string')
       || (azp !== undefined && typeof azp !== 'string')) return fail('malformed', rule.source);
-    let audiences: string[];
-    if (aud === undefined) audiences = [];
-    else if (typeof aud === 'string') audiences = [aud];
-    else if (Array.isArray(aud) && aud.every((a) => typeof a === 'string')) audiences = aud as string[];
-    else return fail('malformed', rule.source);
 
-    const now = this.now();
-    if (exp !== undefined && now > exp * 1000 + this.skewMs) return fail('expired', rule.source);
-    if (nbf !== undefined && now < nbf * 1000 - this.skewMs) return fail('not yet valid', rule.source);
-    if (iat !== undefined && now < iat * 1000 - this.skewMs) return fail('not yet valid', rule.source);
-    if (rule.audiences && !audiences.some((a) => (rule.audiences as ReadonlySet<string>).has(a))) {
-      return fail('audience not allowed', rule.source);
-    }
-
+    const d2 = token.lastIndexOf('.');
     const setHeaders: (readonly [string, string])[] = [];
     if (rule.payloadHeader) setHeaders.push([rule.payloadHeader, token.slice(token.indexOf('.') + 1, d2)]);
     for (const c of rule.claimHeaders) {
-      const v = claimHeaderValue(claims, c.claim);
+      const v = claimHeaderValue(payload, c.claim);
       if (v !== null) setHeaders.push([c.header, v]);
     }
-    const subject = (sub as string | undefined) ?? '';
-    const issuer = claims.iss as string;
+    const subject = sub ?? '';
+    const issuer = payload.iss as string;
     const entry: CacheEntry = {
       token,
       ok: {
@@ -500,7 +631,7 @@ export class JwtAuthenticator {
         principal: `${issuer}/${subject}`,
         issuer,
         subject,
-        claims: deepFreeze(claims),
+        claims: deepFreeze(payload as Record<string, unknown>),
         audiences: Object.freeze(audiences),
         presenter: (azp as string | undefined) ?? '',
         rule: rule.source,
@@ -508,13 +639,16 @@ export class JwtAuthenticator {
       setHeaders: Object.freeze(setHeaders),
       forward: rule.forward,
       ruleLocMask: rule.locMask,
+      // jose checked exp as a number (or absent).
       notAfterMs: exp !== undefined ? exp * 1000 + this.skewMs : Infinity,
       lastLocMask: -1,
       lastResult: null,
       size: token.length * 2 + 512,
     };
-    const ttl = Math.max(1, Math.min(entry.notAfterMs - now, this.maxTtlMs));
-    this.cache.set(cacheKey(token), entry, { ttl });
+    if (generation === this.generation) {
+      const ttl = Math.max(1, Math.min(entry.notAfterMs - this.now(), this.maxTtlMs));
+      this.cache.set(cacheKey(token), entry, { ttl });
+    }
     return resultFor(this, entry, locMask);
   }
 
