@@ -195,6 +195,9 @@ export function goals(summary: Summary[], rs: Ratio[]): string[] {
   const rps = (sc: string, t: TargetName) => summary.find((x) => x.scenario === sc && x.kind === 'closed' && x.target === t)?.rps;
   const flat = div(rps('routes-1k', 'meshgate'), rps('plain', 'meshgate'));
   if (flat != null) out.push(`route lookup flat with config size: meshgate routes-1k/plain req/s ${flat.toFixed(2)} (target ≥ 0.95; nginx ${num(div(rps('routes-1k', 'nginx'), rps('plain', 'nginx')))}): ${mark(flat >= 0.95)}`);
+  // Issue 4: the policy stages on the allowed path cost at most 15% of throughput.
+  const pol = div(rps('policies', 'meshgate'), rps('plain', 'meshgate'));
+  if (pol != null) out.push(`policies (JWT + ALLOW + local rate limit) vs none: meshgate policies/plain req/s ${pol.toFixed(2)} (${int(rps('policies', 'meshgate'))} vs ${int(rps('plain', 'meshgate'))}; target ≥ 0.85): ${mark(pol >= 0.85)}`);
   return out;
 }
 
