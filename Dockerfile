@@ -8,6 +8,7 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY api ./api
 COPY pilot ./pilot
 COPY gateway ./gateway
+COPY policies ./policies
 COPY cli ./cli
 COPY examples ./examples
 ENV NODE_ENV=production
