@@ -16,6 +16,7 @@ export const gatewayFlags = {
   id: { type: 'string' },
   'admin-port': { type: 'string', default: '15000' },
   'health-port': { type: 'string', default: '15021' },
+  'metrics-port': { type: 'string', default: '15090' },
   'port-map': { type: 'string', default: '' },
   concurrency: { type: 'string' },
   redis: { type: 'string' },
@@ -34,6 +35,8 @@ export interface GatewayFlagValues {
   trustedProxies: number;
   adminPort: number;
   healthPort: number;
+  /** Prometheus /stats/prometheus port; null: `--metrics-port off`. */
+  metricsPort: number | null;
   portMap: Record<number, number>;
 }
 
@@ -60,6 +63,7 @@ export function readGatewayFlags(v: Record<string, string | boolean | undefined>
     logLevel: String(v['log-level'] ?? 'info'),
     adminPort: parsePort('--admin-port', String(v['admin-port'])),
     healthPort: parsePort('--health-port', String(v['health-port'])),
+    metricsPort: v['metrics-port'] === 'off' ? null : parsePort('--metrics-port', String(v['metrics-port'] ?? '15090')),
     portMap: parsePortMap('--port-map', String(v['port-map'] ?? '')),
   };
 }

@@ -13,7 +13,7 @@ import { dest, direct, exact, listener, match, prefix, proxyConfig, regex, route
 import type { Listener, ProxyConfig, Route } from '../api/proxyconfig.ts';
 
 async function newPlane(): Promise<DataPlane> {
-  const dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, portMap: { 8080: 0, 8081: 0 }, drainMs: 500 });
+  const dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, metricsPort: null, portMap: { 8080: 0, 8081: 0 }, drainMs: 500 });
   await dp.start();
   return dp;
 }
@@ -336,7 +336,7 @@ describe('hostile requests (BAD-INPUTS)', () => {
   let a: Upstream;
   before(async () => {
     a = await startEcho({ name: 'a' });
-    dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, portMap: { 8080: 0 } });
+    dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, metricsPort: null, portMap: { 8080: 0 } });
     await dp.start();
     await dp.apply(proxyConfig([listener(8080, [
       vhost(['httpbin.foo'], [

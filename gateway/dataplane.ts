@@ -15,6 +15,7 @@ import { compileRouteTable, type RouteTable } from './router.ts';
 import type { Upstreams } from './upstream/types.ts';
 import { JwksPool } from '../policies/jwks.ts';
 import { buildPolicyRuntime, policyStatus, retirePolicyRuntime, type PolicyRuntime } from './policy.ts';
+import { GatewayMetrics, renderMetrics, startMetricsServer, type MetricJson } from './metrics.ts';
 
 export interface DataPlaneOptions {
   /** Default 127.0.0.1: the admin port exposes config, keep it local. */
@@ -23,6 +24,8 @@ export interface DataPlaneOptions {
   adminPort?: number;
   /** Default 15021; 0 = ephemeral. */
   healthPort?: number;
+  /** Prometheus `/stats/prometheus` (Istio's 15090). Default 15090; 0 = ephemeral; null = no server. */
+  metricsPort?: number | null;
   /** The upstream half; the DataPlane owns it and closes it in close(). */
   upstreams: Upstreams;
   log?: Logger;
@@ -58,6 +61,9 @@ export class DataPlane {
   private applying: Promise<void> = Promise.resolve();
   private admin: http.Server | null = null;
   private health: http.Server | null = null;
+  private metricsServer: http.Server | null = null;
+  /** --concurrency: fetches the worker processes' metrics for a scrape (set by the WorkerPool). */
+  private gatherWorkers: (() => Promise<MetricJson[][]>) | null = null;
   private discoveryStatus: unknown = null;
   private configProblems: string[] = [];
   private lastNack: NackRecord | null = null;
@@ -65,8 +71,12 @@ export class DataPlane {
   /** JWKS outlive config versions: a push does not refetch keys it already has. */
   private readonly jwks = new JwksPool();
   private readonly startedAt = Date.now();
+  /** Counted by every request of this process; policies are read at scrape time. */
+  readonly metrics = new GatewayMetrics({ policies: () => this.policies });
   adminPort = 0;
   healthPort = 0;
+  /** Bound metrics port; 0 when the server is off. */
+  metricsPort = 0;
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -82,6 +92,15 @@ export class DataPlane {
   setConfigProblems(lines: string[]): void { this.configProblems = lines.slice(); }
   /** Worker processes bind the ports the first process bound (which matters for ephemeral ports). */
   setPortMap(map: Record<number, number>): void { this.opts.portMap = { ...this.opts.portMap, ...map }; }
+
+  setMetricsGatherer(gather: () => Promise<MetricJson[][]>): void { this.gatherWorkers = gather; }
+
+  /** The text a scrape of /stats/prometheus returns: this process and its workers, summed. */
+  async renderMetrics(): Promise<string> {
+    const own = this.metrics.json();
+    const others = this.gatherWorkers === null ? [] : await this.gatherWorkers();
+    return renderMetrics([own, ...others]);
+  }
 
   /** Actual bound port by Gateway port. */
   ports(): Record<number, number> {
@@ -99,9 +118,17 @@ export class DataPlane {
       const health = await startHealth(src, this.opts.healthPort ?? 15021);
       this.health = health.server;
       this.healthPort = health.port;
+      const metricsPort = this.opts.metricsPort === undefined ? 15090 : this.opts.metricsPort;
+      if (metricsPort !== null) {
+        const m = await startMetricsServer(() => this.renderMetrics(), metricsPort);
+        this.metricsServer = m.server;
+        this.metricsPort = m.port;
+      }
     } catch (e) {
       await closeServer(admin.server);
       this.admin = null;
+      if (this.health !== null) await closeServer(this.health);
+      this.health = null;
       throw e;
     }
   }
@@ -118,10 +145,12 @@ export class DataPlane {
     try {
       await this.swapIn(config);
       this.lastNack = null;
+      this.metrics.configApplied(config.version);
       this.log?.info({ version: config.version, listeners: config.listeners.length, clusters: config.clusters.length }, 'config applied');
     } catch (e) {
       const error = (e as Error).message;
       this.lastNack = { version: config.version, error, at: new Date().toISOString() };
+      this.metrics.configRejected();
       this.log?.error({ version: config.version, error }, 'config rejected; previous version keeps serving');
       throw e;
     }
@@ -172,6 +201,7 @@ export class DataPlane {
           normalize: this.opts.normalize ?? DEFAULT_NORMALIZE,
           log: this.log,
           policies,
+          metrics: this.metrics,
         };
         runtimes.set(l.port, rt);
         const existing = this.listeners.get(l.port);
@@ -201,6 +231,7 @@ export class DataPlane {
 
     // 4. Swap. Synchronous from here on: no request can observe a half-applied version.
     // Each request reads its listener's runtime once, so in-flight ones finish on the old.
+    this.metrics.configure(config.proxy, config.clusters);
     const next = new Map<number, PortListener>();
     for (const pl of opened) next.set(pl.gatewayPort, pl);
     for (const c of compiled) {
@@ -271,8 +302,10 @@ export class DataPlane {
     this.policies = null;
     if (this.admin !== null) await closeServer(this.admin);
     if (this.health !== null) await closeServer(this.health);
+    if (this.metricsServer !== null) await closeServer(this.metricsServer);
     this.admin = null;
     this.health = null;
+    this.metricsServer = null;
     await this.upstreams.close();
   }
 }

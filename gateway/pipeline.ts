@@ -23,23 +23,27 @@
 //                         action, so it exercises the client's handling of a failing route.
 // 10. action              redirect, direct response, or route: weighted cluster pick,
 //                         rewrite, upstream headers, body decision, mirrors, forward.
+// 11. metrics             each request is counted once, where its answer is complete: a
+//                         local reply right after it is written, a forwarded request when
+//                         the upstream half resolves (it alone knows the response flags).
 //
 // Per request only named functions run over the compiled table; the table is read once
 // into locals at the start (`rt`), so a config swap mid-request cannot mix versions.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest } from 'node:http2';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { addCorsHeaders, answerPreflight, answerUnmatchedPreflight, corsOriginAllowed, isPreflight } from './cors.ts';
 import { applyHeaderOps, buildUpstreamHeaders, clientAddress, pickRequestId, stripInternalHeaders } from './headers.ts';
-import { BODY_FAULT_ABORT, sendLocalReply, writeSocketReply } from './local-reply.ts';
+import { BODY_FAULT_ABORT, grpcStatusForHttp, sendLocalReply, writeSocketReply } from './local-reply.ts';
 import { normalizeTarget, type NormalizeOptions, type NormalizedTarget } from './normalize.ts';
 import {
-  ACTION_DIRECT, ACTION_REDIRECT, NO_HEADERS, NO_QUERY, findRoute, parseQuery, selectVirtualHost,
+  ACTION_DIRECT, ACTION_REDIRECT, ACTION_ROUTE, NO_HEADERS, NO_QUERY, findRoute, parseQuery, selectVirtualHost,
   type CompiledMatch, type CompiledRoute, type CompiledWeighted, type HeaderValues, type RouteTable,
 } from './router.ts';
-import type { DownstreamReq, DownstreamRes, HeaderMap, ResponseHooks, UpstreamRequest, Upstreams } from './upstream/types.ts';
+import type { DownstreamReq, DownstreamRes, ForwardResult, HeaderMap, ResponseHooks, UpstreamRequest, Upstreams } from './upstream/types.ts';
 import { checkPolicies, requestFacts, type PolicyRuntime, type Verdict } from './policy.ts';
+import { declaredRequestBytes, flagString, NO_FLAGS, type GatewayMetrics } from './metrics.ts';
 
 /** What one listener serves at one config version; swapped whole on apply. */
 export interface ListenerRuntime {
@@ -52,6 +56,8 @@ export interface ListenerRuntime {
   log: Logger | null;
   /** Null when no authentication, authorization or rate-limit policy applies to this proxy. */
   policies: PolicyRuntime | null;
+  /** Where requests are counted; null: not counted. */
+  metrics: GatewayMetrics | null;
 }
 
 /** Bodies up to this size are held in memory when the route may send them twice. */
@@ -73,7 +79,11 @@ class RequestContext {
   grpc: boolean;
   /** Response headers the policy stages add (RateLimit-*); null: none. */
   extraHeaders: Record<string, string> | null;
-  constructor(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string, grpc: boolean) {
+  /** performance.now() when the request arrived (0 when metrics are off). */
+  t0: number;
+  /** A fault delay held it (Envoy's DI flag). */
+  delayed: boolean;
+  constructor(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string, grpc: boolean, t0: number) {
     this.rt = rt;
     this.req = req;
     this.res = res;
@@ -86,6 +96,8 @@ class RequestContext {
     this.corsOrigin = null;
     this.grpc = grpc;
     this.extraHeaders = null;
+    this.t0 = t0;
+    this.delayed = false;
   }
 }
 
@@ -176,12 +188,82 @@ function sendEmpty(res: DownstreamRes, status: number, grpc: boolean): void {
   sendLocalReply(res, status, '', grpc, -1, null);
 }
 
+// ---------------------------------------------------------------- 11. metrics
+
+/** The cluster a local reply on this route is counted against: the route's first destination. */
+function routeCluster(route: CompiledRoute | null): string | null {
+  if (route === null || route.action.kind !== ACTION_ROUTE) return null;
+  const cs = route.action.clusters;
+  return cs.length > 0 ? cs[0].cluster : null;
+}
+
+/** Counts a reply written as is (redirects, direct responses, preflights, socket replies). */
+function countPlain(rt: ListenerRuntime, req: DownstreamReq, route: CompiledRoute | null, status: number, grpc: boolean, bytes: number, flags: string, t0: number): void {
+  const m = rt.metrics;
+  if (m === null) return;
+  m.record(m.destination(routeCluster(route)), grpc, status, '', flags, declaredRequestBytes(req), bytes, performance.now() - t0);
+}
+
+/** Counts a sendLocalReply answer: gRPC clients got 200 and a grpc-status instead. */
+function countLocal(rt: ListenerRuntime, req: DownstreamReq, route: CompiledRoute | null, status: number, body: string, grpc: boolean, grpcStatus: number, flags: string, t0: number): void {
+  const m = rt.metrics;
+  if (m === null) return;
+  const code = grpc ? 200 : status;
+  const gs = grpc ? String(grpcStatus >= 0 ? grpcStatus : grpcStatusForHttp(status)) : '';
+  m.record(m.destination(routeCluster(route)), grpc, code, gs, flags, declaredRequestBytes(req), grpc || body.length === 0 ? 0 : Buffer.byteLength(body), performance.now() - t0);
+}
+
+function replyEmpty(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, route: CompiledRoute | null, status: number, grpc: boolean, flags: string, t0: number): void {
+  sendEmpty(res, status, grpc);
+  countLocal(rt, req, route, status, '', grpc, -1, flags, t0);
+}
+
+/** Authentication and authorization outcomes; rate-limit ones are read from the limiter. */
+function notePolicies(rt: ListenerRuntime, p: PolicyRuntime, v: Verdict): void {
+  const m = rt.metrics;
+  if (m === null) return;
+  if (v.pass) m.policiesPassed(p, v.auth !== null);
+  else m.policyDenied(v.status, v.body);
+}
+
+function forwarded(ctx: RequestContext, cluster: string, r: ForwardResult): void {
+  const m = ctx.rt.metrics;
+  if (m === null) return;
+  const flags = r.flags.length === 0 && !ctx.delayed ? NO_FLAGS : flagString(r.flags, ctx.delayed ? 'DI' : null);
+  if (ctx.grpc) return forwardedGrpc(m, ctx, cluster, r, flags);
+  m.record(m.destination(cluster), false, r.status, '', flags, declaredRequestBytes(ctx.req), r.bytesSent, performance.now() - ctx.t0);
+}
+
+/**
+ * gRPC's outcome is the grpc-status the client got: in the trailers, or in the headers of a
+ * trailers-only answer. Trailers go out after the body, so a stream still open is counted
+ * when it closes.
+ */
+function forwardedGrpc(m: GatewayMetrics, ctx: RequestContext, cluster: string, r: ForwardResult, flags: string): void {
+  const stream = (ctx.res as Http2ServerResponse).stream as Http2ServerResponse['stream'] | undefined;
+  const t1 = performance.now();
+  const done = () => m.record(m.destination(cluster), true, r.status, sentGrpcStatus(ctx.res), flags, declaredRequestBytes(ctx.req), r.bytesSent, t1 - ctx.t0);
+  if (stream !== undefined && !stream.closed && !stream.destroyed) stream.once('close', done);
+  else done();
+}
+
+function sentGrpcStatus(res: DownstreamRes): string {
+  const stream = (res as Http2ServerResponse).stream as Http2ServerResponse['stream'] | undefined;
+  if (stream !== undefined) {
+    const v = stream.sentTrailers?.['grpc-status'] ?? stream.sentHeaders?.['grpc-status'];
+    if (v !== undefined) return String(v);
+  }
+  const h = res.getHeader('grpc-status');
+  return h === undefined ? '' : String(h);
+}
+
 // ---------------------------------------------------------------- entry point
 
 /** `request` handler of every listener (HTTP/1.1, h2c and TLS alike). */
 export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes): void {
   const headers = req.headers;
   const grpc = isGrpc(headers['content-type']);
+  const t0 = rt.metrics === null ? 0 : performance.now();
 
   // 1. request checks
   let authority = requestAuthority(req);
@@ -190,9 +272,9 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
     const abs = splitAbsoluteForm(url);
     if (abs !== null) { authority = abs.authority; url = abs.target; }
   }
-  if (authority === undefined) return sendEmpty(res, 400, grpc);
+  if (authority === undefined) return replyEmpty(rt, req, res, null, 400, grpc, NO_FLAGS, t0);
   const target = normalizeTarget(url, rt.normalize);
-  if (target === null) return sendEmpty(res, 400, grpc);
+  if (target === null) return replyEmpty(rt, req, res, null, 400, grpc, NO_FLAGS, t0);
 
   // 2. internal headers
   stripInternalHeaders(headers);
@@ -203,7 +285,10 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
   // 4. route match (5. httpsRedirect sits between virtual host and route)
   const table = rt.table;
   const vh = selectVirtualHost(table, authority);
-  if (vh !== null && vh.httpsRedirect && rt.scheme === 'http') return sendHttpsRedirect(res, authority, target);
+  if (vh !== null && vh.httpsRedirect && rt.scheme === 'http') {
+    sendHttpsRedirect(res, authority, target);
+    return countPlain(rt, req, null, 301, grpc, 0, NO_FLAGS, t0);
+  }
   const match = vh === null ? null : findRoute(
     vh, target.path, req.method ?? 'GET', rt.scheme, authority,
     vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS,
@@ -211,14 +296,14 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
   );
   const policies = rt.policies;
   if (match === null) {
-    if (policies === null) return sendEmpty(res, 404, grpc);
+    if (policies === null) return replyEmpty(rt, req, res, null, 404, grpc, 'NR', t0);
     // 7 before 8: an unauthorised client learns nothing from 404 vs 403.
     const facts = requestFacts(req, policies, rt.port, target.path, target.query, authority);
-    checkPolicies(policies, req, facts, null, null, (v) => (v.pass ? sendEmpty(res, 404, grpc) : sendVerdict(res, v, grpc)));
+    checkPolicies(policies, req, facts, null, null, (v) => unmatchedVerdict(rt, req, res, policies, v, grpc, t0));
     return;
   }
 
-  const ctx = new RequestContext(rt, req, res, match, target, authority, requestId, grpc);
+  const ctx = new RequestContext(rt, req, res, match, target, authority, requestId, grpc, t0);
 
   // 6. CORS
   const cors = match.route.cors;
@@ -226,10 +311,14 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
     const origin = headers.origin;
     const preflight = isPreflight(req.method, headers['access-control-request-method']);
     if (origin !== undefined && corsOriginAllowed(cors, origin)) {
-      if (preflight) return answerPreflight(cors, origin, res);
+      if (preflight) {
+        answerPreflight(cors, origin, res);
+        return countPlain(rt, req, match.route, res.statusCode, grpc, 0, NO_FLAGS, t0);
+      }
       ctx.corsOrigin = origin;
     } else if (preflight && !cors.forwardUnmatched) {
-      return answerUnmatchedPreflight(res);
+      answerUnmatchedPreflight(res);
+      return countPlain(rt, req, match.route, res.statusCode, grpc, 0, NO_FLAGS, t0);
     }
   }
 
@@ -243,13 +332,22 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
 }
 
 /** A policy stage answered: 401 / 403 / 429 with its headers (gRPC: the mapped status). */
-function sendVerdict(res: DownstreamRes, v: Verdict, grpc: boolean): void {
+function sendVerdict(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, route: CompiledRoute | null, v: Verdict, grpc: boolean, t0: number): void {
   if (v.pass) return;
   sendLocalReply(res, v.status, v.body, grpc, v.grpcStatus, new FixedHeaders(v.headers));
+  // Envoy marks its own rate-limit answers RL; authentication and RBAC denials carry no flag.
+  countLocal(rt, req, route, v.status, v.body, grpc, v.grpcStatus, v.status === 429 ? 'RL' : NO_FLAGS, t0);
+}
+
+function unmatchedVerdict(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, p: PolicyRuntime, v: Verdict, grpc: boolean, t0: number): void {
+  notePolicies(rt, p, v);
+  if (v.pass) replyEmpty(rt, req, res, null, 404, grpc, 'NR', t0);
+  else sendVerdict(rt, req, res, null, v, grpc, t0);
 }
 
 function afterPolicies(ctx: RequestContext, v: Verdict): void {
-  if (!v.pass) return sendVerdict(ctx.res, v, ctx.grpc);
+  if (ctx.rt.policies !== null) notePolicies(ctx.rt, ctx.rt.policies, v);
+  if (!v.pass) return sendVerdict(ctx.rt, ctx.req, ctx.res, ctx.route, v, ctx.grpc, ctx.t0);
   if (ctx.res.destroyed || ctx.res.writableEnded) return; // the client left while we waited
   ctx.query = v.query;
   ctx.extraHeaders = v.responseHeaders;
@@ -260,6 +358,7 @@ function afterPolicies(ctx: RequestContext, v: Verdict): void {
 function faultThenAct(ctx: RequestContext): void {
   const fault = ctx.route.fault;
   if (fault !== null && fault.delayMs > 0 && fault.delayPercent > 0 && Math.random() * 100 < fault.delayPercent) {
+    ctx.delayed = true;
     setTimeout(afterFaultDelay, fault.delayMs, ctx);
     return;
   }
@@ -276,6 +375,7 @@ function abortOrAct(ctx: RequestContext): void {
   const fault = ctx.route.fault;
   if (fault !== null && fault.abortPercent > 0 && Math.random() * 100 < fault.abortPercent) {
     sendLocalReply(ctx.res, fault.abortStatus, BODY_FAULT_ABORT, ctx.grpc, fault.abortGrpc, hooksFor(ctx.route, null, ctx.corsOrigin, ctx.extraHeaders));
+    countLocal(ctx.rt, ctx.req, ctx.route, fault.abortStatus, BODY_FAULT_ABORT, ctx.grpc, fault.abortGrpc, flagString(['FI'], ctx.delayed ? 'DI' : null), ctx.t0);
     return;
   }
   runAction(ctx);
@@ -348,6 +448,7 @@ function sendRedirect(ctx: RequestContext): void {
   hooksFor(ctx.route, null, ctx.corsOrigin, ctx.extraHeaders).onHeaders(ctx.route.action.status, headers);
   (ctx.res as ServerResponse).writeHead(ctx.route.action.status, headers);
   ctx.res.end();
+  countPlain(ctx.rt, ctx.req, ctx.route, ctx.route.action.status, ctx.grpc, 0, ctx.delayed ? 'DI' : NO_FLAGS, ctx.t0);
 }
 
 function sendDirectResponse(ctx: RequestContext): void {
@@ -358,6 +459,7 @@ function sendDirectResponse(ctx: RequestContext): void {
   hooksFor(ctx.route, null, ctx.corsOrigin, ctx.extraHeaders).onHeaders(a.status, headers);
   (ctx.res as ServerResponse).writeHead(a.status, headers);
   if (a.body !== null) ctx.res.end(a.body); else ctx.res.end();
+  countPlain(ctx.rt, ctx.req, ctx.route, a.status, ctx.grpc, a.body === null ? 0 : a.body.length, ctx.delayed ? 'DI' : NO_FLAGS, ctx.t0);
 }
 
 /** Weighted pick with one random number over the precomputed running sums. */
@@ -471,13 +573,14 @@ function send(ctx: RequestContext, wc: CompiledWeighted, up: UpstreamRequest): v
       }
     }
   }
-  rt.upstreams.forward(wc.cluster, ctx.req, ctx.res, up, hooksFor(ctx.route, wc, ctx.corsOrigin, ctx.extraHeaders))
-    .then(undefined, (err: unknown) => forwardFailed(ctx, err));
+  const cluster = wc.cluster;
+  rt.upstreams.forward(cluster, ctx.req, ctx.res, up, hooksFor(ctx.route, wc, ctx.corsOrigin, ctx.extraHeaders))
+    .then((r: ForwardResult) => forwarded(ctx, cluster, r), (err: unknown) => forwardFailed(ctx, err));
 }
 
 function forwardFailed(ctx: RequestContext, err: unknown): void {
   ctx.rt.log?.error({ err, route: ctx.route.name, requestId: ctx.requestId }, 'forward failed');
-  if (!ctx.res.headersSent) sendEmpty(ctx.res, 500, ctx.grpc);
+  if (!ctx.res.headersSent) replyEmpty(ctx.rt, ctx.req, ctx.res, ctx.route, 500, ctx.grpc, NO_FLAGS, ctx.t0);
   else ctx.res.destroy();
 }
 
@@ -493,17 +596,18 @@ export function isWebSocketUpgrade(req: IncomingMessage): boolean {
  * then the upstream half tunnels the socket. Faults and CORS do not apply to tunnels.
  */
 export function handleUpgrade(rt: ListenerRuntime, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const t0 = rt.metrics === null ? 0 : performance.now();
   const authority = requestAuthority(req);
   const target = authority === undefined ? null : normalizeTarget(req.url ?? '', rt.normalize);
-  if (authority === undefined || target === null) return writeSocketReply(socket, 400, '', '');
+  if (authority === undefined || target === null) return socketReply(rt, req, socket, null, 400, '', '', NO_FLAGS, t0);
   stripInternalHeaders(req.headers);
   const requestId = pickRequestId(req.headers['x-request-id']);
   const vh = selectVirtualHost(rt.table, authority);
-  if (vh === null) return writeSocketReply(socket, 404, '', '');
+  if (vh === null) return socketReply(rt, req, socket, null, 404, '', '', 'NR', t0);
   if (vh.httpsRedirect && rt.scheme === 'http') {
     const hp = splitHostPort(authority);
     const host = hp.port === '' || hp.port === '80' ? hp.host : authority;
-    return writeSocketReply(socket, 301, '', `location: https://${host}${target.path}${target.query ? '?' + target.query : ''}\r\n`);
+    return socketReply(rt, req, socket, null, 301, '', `location: https://${host}${target.path}${target.query ? '?' + target.query : ''}\r\n`, NO_FLAGS, t0);
   }
   const match = findRoute(vh, target.path, req.method ?? 'GET', rt.scheme, authority,
     vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS, vh.needsQuery ? parseQuery(target.query) : NO_QUERY);
@@ -512,14 +616,20 @@ export function handleUpgrade(rt: ListenerRuntime, req: IncomingMessage, socket:
   if (policies !== null) {
     const facts = requestFacts(req, policies, rt.port, target.path, target.query, authority);
     checkPolicies(policies, req, facts, match?.route.name ?? null, match?.route.routeName ?? null, (v) => {
-      if (!v.pass) return writeSocketReply(socket, v.status, v.body, headerLines(v.headers));
-      if (match === null) return writeSocketReply(socket, 404, '', '');
-      upgradeRoute(rt, req, socket, head, match, { ...target, query: v.query }, authority, requestId);
+      notePolicies(rt, policies, v);
+      if (!v.pass) return socketReply(rt, req, socket, match?.route ?? null, v.status, v.body, headerLines(v.headers), v.status === 429 ? 'RL' : NO_FLAGS, t0);
+      if (match === null) return socketReply(rt, req, socket, null, 404, '', '', 'NR', t0);
+      upgradeRoute(rt, req, socket, head, match, { ...target, query: v.query }, authority, requestId, t0);
     });
     return;
   }
-  if (match === null) return writeSocketReply(socket, 404, '', '');
-  upgradeRoute(rt, req, socket, head, match, target, authority, requestId);
+  if (match === null) return socketReply(rt, req, socket, null, 404, '', '', 'NR', t0);
+  upgradeRoute(rt, req, socket, head, match, target, authority, requestId, t0);
+}
+
+function socketReply(rt: ListenerRuntime, req: IncomingMessage, socket: Duplex, route: CompiledRoute | null, status: number, body: string, extra: string, flags: string, t0: number): void {
+  writeSocketReply(socket, status, body, extra);
+  countPlain(rt, req, route, status, false, Buffer.byteLength(body), flags, t0);
 }
 
 function headerLines(h: Record<string, string>): string {
@@ -528,17 +638,21 @@ function headerLines(h: Record<string, string>): string {
   return out;
 }
 
-function upgradeRoute(rt: ListenerRuntime, req: IncomingMessage, socket: Duplex, head: Buffer, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string): void {
+function upgradeRoute(rt: ListenerRuntime, req: IncomingMessage, socket: Duplex, head: Buffer, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string, t0: number): void {
   const a = match.route.action;
-  if (a.kind === ACTION_REDIRECT) return writeSocketReply(socket, a.status, '', `location: ${redirectLocation(match.route, rt, authority, target.path, target.query)}\r\n`);
-  if (a.kind === ACTION_DIRECT) return writeSocketReply(socket, a.status, a.body === null ? '' : a.body.toString('utf8'), '');
+  if (a.kind === ACTION_REDIRECT) return socketReply(rt, req, socket, match.route, a.status, '', `location: ${redirectLocation(match.route, rt, authority, target.path, target.query)}\r\n`, NO_FLAGS, t0);
+  if (a.kind === ACTION_DIRECT) return socketReply(rt, req, socket, match.route, a.status, a.body === null ? '' : a.body.toString('utf8'), '', NO_FLAGS, t0);
   // No response object on a tunnel: the context only carries what the request builder reads.
-  const ctx = new RequestContext(rt, req, null as unknown as DownstreamRes, match, target, authority, requestId, false);
+  const ctx = new RequestContext(rt, req, null as unknown as DownstreamRes, match, target, authority, requestId, false, t0);
   const wc = pickCluster(match.route);
   const up = buildUpstreamRequest(ctx, wc, true);
   up.body = EMPTY_BODY;
-  rt.upstreams.upgrade(wc.cluster, req, socket, head, up).then(undefined, (err: unknown) => {
+  // A tunnel counts as one request, with the status of its handshake (101), as Envoy counts it.
+  rt.upstreams.upgrade(wc.cluster, req, socket, head, up).then((r: ForwardResult) => {
+    const m = rt.metrics;
+    if (m !== null) m.record(m.destination(wc.cluster), false, r.status, '', flagString(r.flags, null), 0, r.bytesSent, performance.now() - t0);
+  }, (err: unknown) => {
     rt.log?.error({ err, route: match.route.name }, 'upgrade failed');
-    writeSocketReply(socket, 500, '', '');
+    socketReply(rt, req, socket, match.route, 500, '', '', NO_FLAGS, t0);
   });
 }

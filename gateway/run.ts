@@ -11,6 +11,8 @@ export interface GatewayOptions {
   node: ProxyIdentity;
   adminPort?: number;
   healthPort?: number;
+  /** Prometheus port (Istio's 15090). Default 15090; 0 = ephemeral; null = off. */
+  metricsPort?: number | null;
   portMap?: Record<number, number>;
   /** Processes serving traffic (Envoy's --concurrency). Default 1. */
   concurrency?: number;
@@ -32,6 +34,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   const dataplane = new DataPlane({
     adminPort: opts.adminPort ?? 15000,
     healthPort: opts.healthPort ?? 15021,
+    metricsPort: opts.metricsPort === undefined ? 15090 : opts.metricsPort,
     upstreams: createUpstreams({ log: opts.log }),
     log: opts.log,
     portMap: opts.portMap ?? {},

@@ -41,7 +41,7 @@ describe('TLS listeners', () => {
     strangerClient = issueCert(otherCa, 'stranger', { client: true, uris: ['spiffe://cluster.local/ns/default/sa/frontend'] });
     echo = await startEcho({ name: 'a' });
     tmp = await tempDir();
-    dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, portMap: { 443: 0, 8443: 0 }, drainMs: 200 });
+    dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, metricsPort: null, portMap: { 443: 0, 8443: 0 }, drainMs: 200 });
     await dp.start();
   });
   after(async () => {

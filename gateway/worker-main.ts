@@ -1,5 +1,6 @@
 // A gateway worker process (--concurrency > 1): serves traffic with the config the first
-// process hands it, nothing else — no discovery, no admin or health ports.
+// process hands it, nothing else — no discovery, no admin, health or metrics ports (the
+// first process asks it for its metrics on each scrape).
 import pino from 'pino';
 import { DataPlane } from './dataplane.ts';
 import { createUpstreams } from './upstream/index.ts';
@@ -7,7 +8,7 @@ import type { FromWorker, ToWorker } from './workers.ts';
 
 const log = pino({ level: process.env.MESHGATE_LOG_LEVEL ?? 'info', base: { pid: process.pid, worker: Number(process.env.MESHGATE_WORKER ?? 0) } });
 const dataplane = new DataPlane({
-  upstreams: createUpstreams({ log }), log, reusePort: true, portMap: {},
+  upstreams: createUpstreams({ log }), log, reusePort: true, portMap: {}, metricsPort: null,
   redis: process.env.MESHGATE_REDIS || null,
   replicas: Number(process.env.MESHGATE_REPLICAS ?? 1),
   trustedProxies: Number(process.env.MESHGATE_TRUSTED_PROXIES ?? 0),
@@ -24,6 +25,8 @@ process.on('message', (m: ToWorker) => {
       () => reply({ type: 'applied', id: m.id }),
       (err: Error) => reply({ type: 'failed', id: m.id, error: err.message }),
     );
+  } else if (m.type === 'metrics') {
+    reply({ type: 'metrics', id: m.id, metrics: dataplane.metrics.json() });
   } else if (m.type === 'close') {
     void dataplane.close().finally(() => process.exit(0));
   }

@@ -12,15 +12,21 @@ import type { Logger } from 'pino';
 import type { ProxyConfig } from '../api/proxyconfig.ts';
 import type { DataPlane } from './dataplane.ts';
 import type { Applier } from './discovery-client.ts';
+import type { MetricJson } from './metrics.ts';
 
 /** Messages between the first process and its workers (node IPC). */
 export type ToWorker =
   | { type: 'apply'; id: number; config: ProxyConfig; ports: Record<number, number> }
+  | { type: 'metrics'; id: number }
   | { type: 'close' };
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'applied'; id: number }
-  | { type: 'failed'; id: number; error: string };
+  | { type: 'failed'; id: number; error: string }
+  | { type: 'metrics'; id: number; metrics: MetricJson[] };
+
+/** How long a scrape waits for a worker's metrics; a worker that does not answer is left out. */
+const METRICS_TIMEOUT_MS = 1000;
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
 
@@ -29,6 +35,8 @@ interface Worker {
   child: ChildProcess;
   ready: Promise<void>;
   pending: Map<number, { resolve(): void; reject(err: Error): void }>;
+  /** Scrapes waiting for this worker's metrics, by request id. */
+  scrapes: Map<number, (m: MetricJson[] | null) => void>;
 }
 
 export interface WorkerPoolOptions {
@@ -63,6 +71,29 @@ export class WorkerPool implements Applier {
   async start(): Promise<void> {
     for (let i = 0; i < this.opts.workers; i++) this.workers.push(this.spawn(i + 1));
     await Promise.all(this.workers.map((w) => w.ready));
+    this.opts.primary.setMetricsGatherer(() => this.gatherMetrics());
+  }
+
+  /** Every worker's own metrics, for one scrape of the first process's metrics port. */
+  async gatherMetrics(): Promise<MetricJson[][]> {
+    const all = await Promise.all(this.workers.map((w) => this.askMetrics(w)));
+    return all.filter((m): m is MetricJson[] => m !== null);
+  }
+
+  private askMetrics(w: Worker): Promise<MetricJson[] | null> {
+    if (!w.child.connected) return Promise.resolve(null);
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => finish(null), METRICS_TIMEOUT_MS);
+      const finish = (m: MetricJson[] | null) => {
+        clearTimeout(timer);
+        w.scrapes.delete(id);
+        resolve(m);
+      };
+      w.scrapes.set(id, finish);
+      const msg: ToWorker = { type: 'metrics', id };
+      w.child.send(msg, (err) => { if (err) finish(null); });
+    });
   }
 
   private spawn(index: number): Worker {
@@ -71,9 +102,10 @@ export class WorkerPool implements Applier {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     let markReady!: () => void;
-    const w: Worker = { index, child, ready: new Promise<void>((r) => { markReady = r; }), pending: new Map() };
+    const w: Worker = { index, child, ready: new Promise<void>((r) => { markReady = r; }), pending: new Map(), scrapes: new Map() };
     child.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return markReady();
+      if (m.type === 'metrics') return w.scrapes.get(m.id)?.(m.metrics);
       const p = w.pending.get(m.id);
       if (!p) return;
       w.pending.delete(m.id);
@@ -83,6 +115,7 @@ export class WorkerPool implements Applier {
     child.on('exit', (code, signal) => {
       for (const p of w.pending.values()) p.reject(new Error(`worker ${index} exited (${signal ?? code})`));
       w.pending.clear();
+      for (const s of [...w.scrapes.values()]) s(null);
       if (this.closing) return;
       // A worker that dies is replaced and brought to the current version; the others
       // keep serving meanwhile.

@@ -45,7 +45,7 @@ export async function writeConfig(dir: string, files: Record<string, string>): P
 export async function startMeshgate(configDir: string, workers: number, readyMs = 60_000): Promise<Meshgate> {
   const admin = await freePort();
   const health = await freePort();
-  const args = ['up', '--config', configDir, '--admin-port', String(admin), '--health-port', String(health),
+  const args = ['up', '--config', configDir, '--admin-port', String(admin), '--health-port', String(health), '--metrics-port', String(await freePort()),
     '--discovery-port', String(await freePort()), '--debug-port', String(await freePort()), '--log-level', 'warn'];
   const concurrency = hasConcurrencyFlag() ? workers : null;
   if (concurrency !== null) args.push('--concurrency', String(concurrency));

@@ -6,7 +6,7 @@ import http from 'node:http';
 import { readFileSync, readdirSync } from 'node:fs';
 import { startEcho, freePort } from './helpers/upstream.ts';
 import { tempDir, eventually } from './helpers/tmp.ts';
-import { run, gatewayPorts, waitReady } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, waitReady } from './helpers/meshgate.ts';
 
 const config = (port: number, upstream: number, tag: string) => `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -70,7 +70,7 @@ test('gateway --concurrency 3: every process serves the pushed version, and a de
   const discovery = await freePort();
   const pilot = run(['pilot', '--config', dir.path, '--discovery-port', String(discovery), '--debug-port', String(await freePort())]);
   const ports = await gatewayPorts();
-  const gw = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--concurrency', '3', '--admin-port', String(ports.admin), '--health-port', String(ports.health)]);
+  const gw = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--concurrency', '3', ...portFlags(ports)]);
   t.after(async () => {
     await Promise.all([gw.stop(), pilot.stop()]);
     await up.close();

@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startEcho, freePort, type Upstream, type EchoReply, type Handler } from './helpers/upstream.ts';
 import { tempDir, eventually, type TempDir } from './helpers/tmp.ts';
-import { run, gatewayPorts, waitReady, type Proc, type GatewayPorts } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, waitReady, type Proc, type GatewayPorts } from './helpers/meshgate.ts';
 
 interface Res { status: number; headers: http.IncomingHttpHeaders; body: string; ms: number }
 interface CallOptions { method?: string; headers?: Record<string, string>; body?: string; timeoutMs?: number }
@@ -461,7 +461,7 @@ describe('Istio routing features through meshgate up', () => {
     await dir.write('services.yaml', servicesYaml(p));
     await dir.write('destination-rules.yaml', destinationRulesYaml);
     await dir.write('routes.yaml', routesYaml);
-    proc = run(['up', '--config', dir.path, '--admin-port', String(ports.admin), '--health-port', String(ports.health),
+    proc = run(['up', '--config', dir.path, ...portFlags(ports),
       '--discovery-port', String(await freePort()), '--debug-port', String(await freePort())]);
     await waitReady(proc, ports.health);
   });

@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import { makeCA, issueCert, tlsSecretYaml, type TestCA } from './helpers/certs.ts';
 import { startEcho, freePort, type Upstream } from './helpers/upstream.ts';
 import { tempDir, type TempDir } from './helpers/tmp.ts';
-import { run, gatewayPorts, waitReady, type Proc } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, waitReady, type Proc } from './helpers/meshgate.ts';
 
 const raw = { serialize: (b: Buffer) => b, deserialize: (b: Buffer) => b };
 const ECHO_SERVICE = {
@@ -103,7 +103,7 @@ spec:
   - route: [{destination: {host: web.internal}}]
     headers: {response: {set: {x-host-route: any}}}
 `);
-    proc = run(['up', '--config', dir.path, '--admin-port', String(ports.admin), '--health-port', String(ports.health),
+    proc = run(['up', '--config', dir.path, ...portFlags(ports),
       '--discovery-port', String(await freePort()), '--debug-port', String(await freePort())]);
     await waitReady(proc, ports.health);
   });

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startEcho, freePort } from './helpers/upstream.ts';
 import { tempDir, eventually } from './helpers/tmp.ts';
-import { run, gatewayPorts, waitReady } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, waitReady } from './helpers/meshgate.ts';
 import { startRedis } from './helpers/redis.ts';
 
 const config = (port: number, upstream: number, mode: 'local' | 'global', requests: number) => `apiVersion: networking.istio.io/v1
@@ -63,7 +63,7 @@ test('local limit: N per minute pass, then 429 with Retry-After and RateLimit-* 
   const port = await freePort();
   await dir.write('c.yaml', config(port, up.port, 'local', 5));
   const ports = await gatewayPorts();
-  const proc = run(['up', '--config', dir.path, '--admin-port', String(ports.admin), '--health-port', String(ports.health),
+  const proc = run(['up', '--config', dir.path, ...portFlags(ports),
     '--discovery-port', String(await freePort()), '--debug-port', String(await freePort())]);
   t.after(async () => { await proc.stop(); await up.close(); await dir.cleanup(); });
   await waitReady(proc, ports.health);
@@ -97,7 +97,7 @@ test('global limit: two gateway processes share N through Redis; Redis down → 
   const gws = await Promise.all(local.map(async (p, i) => {
     const ports = await gatewayPorts();
     const proc = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--concurrency', '1', '--port-map', `${gatewayPort}:${p}`,
-      '--redis', redis.url, '--replicas', '2', '--id', `gw-${i}`, '--admin-port', String(ports.admin), '--health-port', String(ports.health)]);
+      '--redis', redis.url, '--replicas', '2', '--id', `gw-${i}`, ...portFlags(ports)]);
     return { proc, ports, port: p };
   }));
   t.after(async () => {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { startEcho, freePort, type Upstream } from './helpers/upstream.ts';
 import { tempDir, eventually, type TempDir } from './helpers/tmp.ts';
-import { run, gatewayPorts, waitReady, type Proc } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, waitReady, type Proc } from './helpers/meshgate.ts';
 import { istioSamples, istioSigningKey, mintToken, unsignedToken, startJwksServer, ISTIO_ISSUER, type JwksServer } from './helpers/jwt.ts';
 
 /** A raw HTTP/1.1 request, so paths go out exactly as written (no client normalisation). */
@@ -136,7 +136,7 @@ spec:
     - key: request.auth.claims[groups]
       values: [group1]
 `);
-    proc = run(['up', '--config', dir.path, '--admin-port', String(ports.admin), '--health-port', String(ports.health),
+    proc = run(['up', '--config', dir.path, ...portFlags(ports),
       '--discovery-port', String(await freePort()), '--debug-port', String(await freePort())], { env: { NODE_EXTRA_CA_CERTS: caFile } });
     await waitReady(proc, ports.health);
     // Keys are fetched when the config is applied, before the first request.

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startEcho, freePort } from './helpers/upstream.ts';
 import { tempDir, eventually } from './helpers/tmp.ts';
-import { run, gatewayPorts, waitReady, configDump } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, waitReady, configDump } from './helpers/meshgate.ts';
 
 const config = (ingressPort: number, internalPort: number, upstream: number) => `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -66,8 +66,8 @@ test('pilot + two gateways: each serves only what selects it, and survives pilot
   let pilot = run(pilotArgs);
   const a = await gatewayPorts();
   const b = await gatewayPorts();
-  const ingress = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--admin-port', String(a.admin), '--health-port', String(a.health), '--id', 'ingress-1']);
-  const internal = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--labels', 'app=internal-gateway', '--admin-port', String(b.admin), '--health-port', String(b.health), '--id', 'internal-1']);
+  const ingress = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, ...portFlags(a), '--id', 'ingress-1']);
+  const internal = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--labels', 'app=internal-gateway', ...portFlags(b), '--id', 'internal-1']);
   t.after(async () => {
     await Promise.all([pilot.stop(), ingress.stop(), internal.stop()]);
     await up.close();

@@ -4,7 +4,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startEcho, freePort, type Upstream } from './helpers/upstream.ts';
 import { tempDir, eventually, type TempDir } from './helpers/tmp.ts';
-import { run, gatewayPorts, waitReady, configDump, type Proc, type GatewayPorts } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, waitReady, configDump, type Proc, type GatewayPorts } from './helpers/meshgate.ts';
 
 const gateway = (port: number) => `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -81,7 +81,7 @@ describe('meshgate up', () => {
     await dir.write('gateway.yaml', gateway(http));
     await dir.write('services.yaml', services(v1.port, v2.port));
     await dir.write('routes.yaml', routes('v1'));
-    proc = run(['up', '--config', dir.path, '--admin-port', String(ports.admin), '--health-port', String(ports.health),
+    proc = run(['up', '--config', dir.path, ...portFlags(ports),
       '--discovery-port', String(await freePort()), '--debug-port', String(await freePort())]);
     await waitReady(proc, ports.health);
   });

@@ -7,10 +7,13 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { ROOT } from './helpers/meshgate.ts';
 import { eventually } from './helpers/tmp.ts';
+import { freePort } from './helpers/upstream.ts';
 
 test('npm start: the README curl lines answer as printed', async (t) => {
   const node = join(ROOT, 'node_modules', '.bin', 'node');
-  const child = spawn(node, [join(ROOT, 'examples', 'start.ts'), '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The README's ports, except metrics: 15090 may be taken by another test process's gateway.
+  const metricsPort = await freePort();
+  const child = spawn(node, [join(ROOT, 'examples', 'start.ts'), '--log-level', 'warn', '--metrics-port', String(metricsPort)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { out += d.toString(); });

@@ -52,10 +52,23 @@ export async function runToEnd(args: string[], opts: { cwd?: string } = {}): Pro
   return { code, stdout, stderr };
 }
 
-export interface GatewayPorts { admin: number; health: number }
+export interface GatewayPorts { admin: number; health: number; metrics: number }
 
+/** Free admin, health and metrics ports: parallel test processes never meet on 15000/15021/15090. */
 export async function gatewayPorts(): Promise<GatewayPorts> {
-  return { admin: await freePort(), health: await freePort() };
+  return { admin: await freePort(), health: await freePort(), metrics: await freePort() };
+}
+
+/** `--admin-port A --health-port H --metrics-port M` for `up` and `gateway`. */
+export function portFlags(p: GatewayPorts): string[] {
+  return ['--admin-port', String(p.admin), '--health-port', String(p.health), '--metrics-port', String(p.metrics)];
+}
+
+/** The gateway's Prometheus text from /stats/prometheus. */
+export async function scrape(metricsPort: number): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${metricsPort}/stats/prometheus`);
+  if (r.status !== 200) throw new Error(`/stats/prometheus answered ${r.status}`);
+  return r.text();
 }
 
 /** Waits until the gateway answers /healthz/ready with 200. */
