@@ -168,6 +168,7 @@ describe('gateway metrics on /stats/prometheus', () => {
   });
 
   test('policy answers: 429 counts with RL and in the limiter counters, 401 and 403 by reason', async () => {
+    const before = await scrape(dp.metricsPort);
     const statuses: number[] = [];
     for (let i = 0; i < 4; i++) statuses.push((await h1(port, '/limited')).status);
     assert.deepEqual(statuses, [200, 200, 429, 429]);
@@ -184,6 +185,11 @@ describe('gateway metrics on /stats/prometheus', () => {
     assert.equal(total(s, 'meshgate_authz_decisions_total', { result: 'deny' }), 1);
     assert.equal(total(s, 'meshgate_jwt_authentications_total', { result: 'fail', reason: 'malformed' }), 1);
     assert.equal(total(s, 'meshgate_jwt_authentications_total', { result: 'ok' }), 1);
+    // Requests refused by a later stage still passed the earlier ones: the 403 and both
+    // 429s carried no token, and the 429s had been allowed by authorization.
+    const delta = (name: string, labels: Record<string, string>) => total(s, name, labels) - total(before, name, labels);
+    assert.equal(delta('meshgate_jwt_authentications_total', { result: 'none' }), 5);
+    assert.equal(delta('meshgate_authz_decisions_total', { result: 'allow' }), 5);
     // No Redis configured for this gateway: no Redis gauge to mislead an alert.
     assert.equal(s.some((x) => x.name === 'meshgate_ratelimit_redis_up'), false);
   });

@@ -344,14 +344,20 @@ export class GatewayMetrics {
     if (p.authz !== null) this.authzAllow.value++;
   }
 
-  /** A policy stage answered: 401 (authentication), 403 (authorization); 429s are read from the limiter. */
-  policyDenied(status: number, body: string): void {
+  /**
+   * A policy stage answered: 401 (authentication), 403 (authorization) or 429 (rate limit;
+   * its own counts are read from the limiter). The stages before the one that answered
+   * passed, and are counted as such.
+   */
+  policyDenied(p: PolicyRuntime, status: number, body: string, authenticated: boolean): void {
     if (status === 401) {
       const reason = JWT_REASONS[body] ?? 'other';
       this.jwt.cell(`fail|${reason}`, { result: 'fail', reason }).value++;
-    } else if (status === 403) {
-      this.authzDeny.value++;
+      return;
     }
+    if (p.authn !== null) (authenticated ? this.jwtOk : this.jwtNone).value++;
+    if (status === 403) this.authzDeny.value++;
+    else if (p.authz !== null) this.authzAllow.value++;
   }
 
   // -------------------------------------------------------------- at scrape time
@@ -374,7 +380,7 @@ export class GatewayMetrics {
       { name: 'istio_request_duration_milliseconds', help: 'Request duration in milliseconds, first byte in to last byte out (Istio standard metric).', type: 'histogram', aggregator: 'sum', values: duration },
       { name: 'istio_request_bytes', help: 'Request body size in bytes, from content-length (Istio standard metric).', type: 'histogram', aggregator: 'sum', values: reqBytes },
       { name: 'istio_response_bytes', help: 'Response body size in bytes (Istio standard metric).', type: 'histogram', aggregator: 'sum', values: resBytes },
-      { name: 'meshgate_jwt_authentications_total', help: 'JWT authentication outcomes: ok (verified token), none (no token), fail (401, by reason). Requests denied later by authorization or a rate limit are not counted here.', type: 'counter', aggregator: 'sum', values: this.jwt.values() },
+      { name: 'meshgate_jwt_authentications_total', help: 'JWT authentication outcomes: ok (verified token), none (no token), fail (401, by reason).', type: 'counter', aggregator: 'sum', values: this.jwt.values() },
       { name: 'meshgate_authz_decisions_total', help: 'Authorization policy decisions.', type: 'counter', aggregator: 'sum', values: this.authz.values() },
       // Config is applied by every process; the first process's view is the gateway's.
       { name: 'meshgate_config_applies_total', help: 'Config versions applied (ack) or rejected (nack) by this gateway.', type: 'counter', aggregator: 'first', values: this.applies.values() },

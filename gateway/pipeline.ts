@@ -223,7 +223,7 @@ function notePolicies(rt: ListenerRuntime, p: PolicyRuntime, v: Verdict): void {
   const m = rt.metrics;
   if (m === null) return;
   if (v.pass) m.policiesPassed(p, v.auth !== null);
-  else m.policyDenied(v.status, v.body);
+  else m.policyDenied(p, v.status, v.body, v.authenticated);
 }
 
 function forwarded(ctx: RequestContext, cluster: string, r: ForwardResult): void {

@@ -141,7 +141,11 @@ export function requestFacts(req: DownstreamReq, p: PolicyRuntime, port: number,
 /** What the policy stages decided: carry on (with headers for the response), or answer now. */
 export type Verdict =
   | { pass: true; auth: AuthnOk | null; responseHeaders: Record<string, string> | null; query: string }
-  | { pass: false; status: number; headers: Record<string, string>; body: string; grpcStatus: number };
+  | {
+      pass: false; status: number; headers: Record<string, string>; body: string; grpcStatus: number;
+      /** For a 403 or 429: whether authentication had verified a token (for the metrics). */
+      authenticated: boolean;
+    };
 
 export type VerdictCallback = (v: Verdict) => void;
 
@@ -181,7 +185,7 @@ export function checkPolicies(p: PolicyRuntime, req: DownstreamReq, facts: Reque
 }
 
 function failClosed(s: CheckState, err: unknown): void {
-  s.done({ pass: false, status: 401, headers: { 'www-authenticate': 'Bearer realm="meshgate", error="invalid_token"' }, body: 'Jwt verification fails', grpcStatus: GRPC_UNAUTHENTICATED });
+  s.done({ pass: false, status: 401, headers: { 'www-authenticate': 'Bearer realm="meshgate", error="invalid_token"' }, body: 'Jwt verification fails', grpcStatus: GRPC_UNAUTHENTICATED, authenticated: false });
   void err;
 }
 
@@ -203,7 +207,7 @@ function afterAuthn(s: CheckState, r: AuthnResult | null): void {
   if (r !== null) {
     if (r.outcome === 'fail') {
       const u = unauthorizedResponse(r);
-      return s.done({ pass: false, status: u.status, headers: u.headers, body: u.body, grpcStatus: GRPC_UNAUTHENTICATED });
+      return s.done({ pass: false, status: u.status, headers: u.headers, body: u.body, grpcStatus: GRPC_UNAUTHENTICATED, authenticated: false });
     }
     applyEdits(s, r.edits);
     if (r.outcome === 'ok') s.auth = r;
@@ -211,7 +215,7 @@ function afterAuthn(s: CheckState, r: AuthnResult | null): void {
   const authz = s.p.authz;
   if (authz !== null) {
     const d = authz.authorize(s.facts, s.auth);
-    if (!d.allowed) return s.done({ pass: false, status: 403, headers: {}, body: RBAC_DENIED, grpcStatus: GRPC_PERMISSION_DENIED });
+    if (!d.allowed) return s.done({ pass: false, status: 403, headers: {}, body: RBAC_DENIED, grpcStatus: GRPC_PERMISSION_DENIED, authenticated: s.auth !== null });
   }
   const limits = s.p.limits;
   if (limits === null) return pass(s, null);
@@ -222,7 +226,7 @@ function afterAuthn(s: CheckState, r: AuthnResult | null): void {
 
 function afterLimit(s: CheckState, d: RateLimitDecision): void {
   if (!d.allowed) {
-    return s.done({ pass: false, status: d.status ?? 429, headers: d.headers ?? {}, body: d.body ?? 'rate limit exceeded\n', grpcStatus: GRPC_UNAVAILABLE });
+    return s.done({ pass: false, status: d.status ?? 429, headers: d.headers ?? {}, body: d.body ?? 'rate limit exceeded\n', grpcStatus: GRPC_UNAVAILABLE, authenticated: s.auth !== null });
   }
   pass(s, d.headers);
 }
