@@ -191,13 +191,16 @@ function failClosed(s: CheckState, err: unknown): void {
 
 function applyEdits(s: CheckState, e: AuthnEdits): void {
   const h = s.req.headers as Record<string, string | string[] | undefined>;
-  for (let i = 0; i < e.removeHeaders.length; i++) delete h[e.removeHeaders[i]];
+  // Set to undefined rather than `delete`: deleting turns the headers object into a slow
+  // dictionary for every later read, and every reader already skips undefined values.
+  const rm = e.removeHeaders;
+  for (let i = 0; i < rm.length; i++) if (h[rm[i]] !== undefined) h[rm[i]] = undefined;
   if (e.removeParams.length > 0 && s.query !== '') s.query = stripQueryParams(s.query, e.removeParams);
   if (e.removeCookies.length > 0) {
     const c = h.cookie;
     if (typeof c === 'string') {
       const left = stripCookies(c, e.removeCookies);
-      if (left === '') delete h.cookie; else h.cookie = left;
+      h.cookie = left === '' ? undefined : left;
     }
   }
   for (let i = 0; i < e.setHeaders.length; i++) h[e.setHeaders[i][0]] = e.setHeaders[i][1];
