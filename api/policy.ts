@@ -173,3 +173,39 @@ export interface PolicyConfig {
   /** How many X-Forwarded-For hops in front of the gateway are trusted (Istio's numTrustedProxies). */
   numTrustedProxies: number;
 }
+
+// ---------------------------------------------------------------- egress allowlist (ServiceEntry + outboundTrafficPolicy)
+
+/** A ServiceEntry port as the allowlist reads it. */
+export interface EgressPort {
+  number: number;
+  /** As written (any case): HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO, MYSQL, REDIS. '' when absent (rejected: no guessing from the name). */
+  protocol: string;
+  name: string;
+}
+
+/**
+ * One ServiceEntry, as the egress allowlist needs it. Lists mirror the resource's
+ * `spec.hosts` / `spec.addresses` / `spec.ports` index for index, so a problem's field path
+ * (`spec.ports[1].protocol`) points into the YAML the user wrote.
+ */
+export interface EgressEntry {
+  /** `serviceentry/<ns>/<name>` */
+  source: string;
+  /** Lower-cased, short names already qualified; exact names or `*.suffix`. */
+  hosts: string[];
+  /** CIDR blocks (`140.82.112.0/20`, `2001:db8::/32`) or single addresses. */
+  addresses: string[];
+  ports: EgressPort[];
+  location: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
+  resolution: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN';
+}
+
+export interface EgressConfig {
+  /** Istio's meshConfig.outboundTrafficPolicy.mode; REGISTRY_ONLY for the egress gateway by default. */
+  mode: 'REGISTRY_ONLY' | 'ALLOW_ANY';
+  /** Let everything through, but mark what REGISTRY_ONLY would have blocked (to log and count it). */
+  audit: boolean;
+  /** In snapshot order: when two entries declare the same host and port, the first one is named. */
+  entries: EgressEntry[];
+}
