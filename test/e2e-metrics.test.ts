@@ -4,28 +4,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { edgeGateway, loopbackService } from './helpers/config.ts';
 import { startEcho, freePort } from './helpers/upstream.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { run, gatewayPorts, portFlags, scrape, waitReady } from './helpers/meshgate.ts';
 
-const config = (port: number, upstream: number) => `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: ${port}, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {http: ${upstream}}}]
----
+const config = (port: number, upstream: number) => `${edgeGateway(port)}---
+${loopbackService('app', 'app.internal', upstream)}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app}

@@ -3,29 +3,14 @@
 // 5xx, the in-memory insurance limiter takes over) and brought back (shared counting resumes).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { edgeGateway, loopbackService } from './helpers/config.ts';
 import { startEcho, freePort } from './helpers/upstream.ts';
 import { tempDir, eventually } from './helpers/tmp.ts';
 import { run, gatewayPorts, portFlags, waitReady } from './helpers/meshgate.ts';
 import { startRedis } from './helpers/redis.ts';
 
-const config = (port: number, upstream: number, mode: 'local' | 'global', requests: number) => `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: ${port}, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api}
-spec:
-  hosts: [api.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {http: ${upstream}}}]
----
+const config = (port: number, upstream: number, mode: 'local' | 'global', requests: number) => `${edgeGateway(port)}---
+${loopbackService('api', 'api.internal', upstream)}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: api}

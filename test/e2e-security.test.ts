@@ -10,6 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { startEcho, freePort, type Upstream } from './helpers/upstream.ts';
+import { edgeGateway, loopbackService } from './helpers/config.ts';
 import { tempDir, eventually, type TempDir } from './helpers/tmp.ts';
 import { run, gatewayPorts, portFlags, waitReady, type Proc } from './helpers/meshgate.ts';
 import { istioSamples, istioSigningKey, mintToken, unsignedToken, startJwksServer, ISTIO_ISSUER, type JwksServer } from './helpers/jwt.ts';
@@ -66,26 +67,10 @@ describe('edge security through meshgate up', () => {
     port = await freePort();
     const ports = await gatewayPorts();
     dir = await tempDir();
-    const caFile = join(dir.path, '..', `jwks-ca-${process.pid}.pem`);
+    const caFile = join(dir.path, 'jwks-ca.pem');
     writeFileSync(caFile, jwks.caPem);
-    await dir.write('config.yaml', `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: ${port}, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api}
-spec:
-  hosts: [api.internal]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {http: ${upstream.port}}}]
----
+    await dir.write('config.yaml', `${edgeGateway(port)}---
+${loopbackService('api', 'api.internal', upstream.port)}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: api}
