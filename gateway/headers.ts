@@ -82,6 +82,37 @@ export function stripInternalHeaders(h: IncomingHttpHeaders): void {
   }
 }
 
+/**
+ * Every value of every header as received (node joins repeated headers in `headers`), for
+ * route matching and policies: a header sent twice is checked value by value
+ * [CVE-2026-26308]. Pseudo-headers are left out, and so are the internal headers the edge
+ * strips, so that no policy or route can act on a header the upstream never sees.
+ */
+export function distinctHeaderValues(req: { rawHeaders: string[] }): Record<string, string[]> {
+  // HTTP/1: computed once by node and cached on the request.
+  const d = (req as { headersDistinct?: Record<string, string[]> }).headersDistinct;
+  if (d !== undefined) {
+    for (const name in d) if (isInternalHeader(name)) return withoutInternal(d);
+    return d;
+  }
+  // HTTP/2 compat requests have no headersDistinct; rawHeaders keeps each occurrence.
+  const raw = req.rawHeaders;
+  const out: Record<string, string[]> = Object.create(null);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toLowerCase();
+    if (name.charCodeAt(0) === 58 /* ':' */ || isInternalHeader(name)) continue;
+    const cur = out[name];
+    if (cur === undefined) out[name] = [raw[i + 1]]; else cur.push(raw[i + 1]);
+  }
+  return out;
+}
+
+function withoutInternal(d: Record<string, string[]>): Record<string, string[]> {
+  const out: Record<string, string[]> = Object.create(null);
+  for (const name in d) if (!isInternalHeader(name)) out[name] = d[name];
+  return out;
+}
+
 const MAX_REQUEST_ID = 128;
 
 /**

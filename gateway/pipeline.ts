@@ -34,7 +34,7 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { addCorsHeaders, answerPreflight, answerUnmatchedPreflight, corsOriginAllowed, isPreflight } from './cors.ts';
-import { applyHeaderOps, buildUpstreamHeaders, clientAddress, pickRequestId, stripInternalHeaders } from './headers.ts';
+import { applyHeaderOps, buildUpstreamHeaders, clientAddress, distinctHeaderValues, pickRequestId, stripInternalHeaders } from './headers.ts';
 import { BODY_FAULT_ABORT, grpcStatusForHttp, sendLocalReply, writeSocketReply } from './local-reply.ts';
 import { normalizeTarget, type NormalizeOptions, type NormalizedTarget } from './normalize.ts';
 import {
@@ -169,20 +169,6 @@ function splitAbsoluteForm(url: string): { authority: string; target: string } |
   return { authority, target: rest.startsWith('/') ? rest : '/' + rest };
 }
 
-/** Every value of every header, as received (node joins repeated headers in `headers`). */
-function distinctHeaders(req: DownstreamReq): HeaderValues {
-  const d = (req as IncomingMessage).headersDistinct;
-  if (d !== undefined) return d;
-  // HTTP/2 compat requests have no headersDistinct; rawHeaders keeps each occurrence.
-  const raw = req.rawHeaders;
-  const out: Record<string, string[]> = Object.create(null);
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    const cur = out[name];
-    if (cur === undefined) out[name] = [raw[i + 1]]; else cur.push(raw[i + 1]);
-  }
-  return out;
-}
 
 function sendEmpty(res: DownstreamRes, status: number, grpc: boolean): void {
   sendLocalReply(res, status, '', grpc, -1, null);
@@ -291,7 +277,7 @@ export function handleRequest(rt: ListenerRuntime, req: DownstreamReq, res: Down
   }
   const match = vh === null ? null : findRoute(
     vh, target.path, req.method ?? 'GET', rt.scheme, authority,
-    vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS,
+    vh.needsHeaders ? distinctHeaderValues(req) : NO_HEADERS,
     vh.needsQuery ? parseQuery(target.query) : NO_QUERY,
   );
   const policies = rt.policies;
@@ -610,7 +596,7 @@ export function handleUpgrade(rt: ListenerRuntime, req: IncomingMessage, socket:
     return socketReply(rt, req, socket, null, 301, '', `location: https://${host}${target.path}${target.query ? '?' + target.query : ''}\r\n`, NO_FLAGS, t0);
   }
   const match = findRoute(vh, target.path, req.method ?? 'GET', rt.scheme, authority,
-    vh.needsHeaders ? distinctHeaders(req) : NO_HEADERS, vh.needsQuery ? parseQuery(target.query) : NO_QUERY);
+    vh.needsHeaders ? distinctHeaderValues(req) : NO_HEADERS, vh.needsQuery ? parseQuery(target.query) : NO_QUERY);
   // A tunnel is a request like any other to the policies: no token, no WebSocket.
   const policies = rt.policies;
   if (policies !== null) {

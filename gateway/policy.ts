@@ -20,6 +20,7 @@ import type { JwksPool } from '../policies/jwks.ts';
 import { compileAuthorization, RBAC_DENIED, type Authorizer } from '../policies/authz.ts';
 import { compileRateLimits, type RateLimitDecision, type RateLimits, type RedisState } from '../policies/ratelimit.ts';
 import type { DownstreamReq } from './upstream/types.ts';
+import { distinctHeaderValues } from './headers.ts';
 
 export interface PolicyRuntime {
   authn: JwtAuthenticator | null;
@@ -74,19 +75,6 @@ export function policyStatus(p: PolicyRuntime | null): unknown {
 
 // ---------------------------------------------------------------- request facts
 
-function distinctValues(req: DownstreamReq): Record<string, string[]> {
-  const d = (req as { headersDistinct?: Record<string, string[]> }).headersDistinct;
-  if (d !== undefined) return d;
-  const raw = req.rawHeaders;
-  const out: Record<string, string[]> = Object.create(null);
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    if (name.charCodeAt(0) === 58 /* ':' */) continue;
-    const cur = out[name];
-    if (cur === undefined) out[name] = [raw[i + 1]]; else cur.push(raw[i + 1]);
-  }
-  return out;
-}
 
 function stripPort(authority: string): string {
   if (authority.charCodeAt(0) === 91 /* [ */) {
@@ -127,7 +115,7 @@ export function requestFacts(req: DownstreamReq, p: PolicyRuntime, port: number,
     query,
     host: stripPort(authority),
     port,
-    headers: distinctValues(req),
+    headers: distinctHeaderValues(req),
     sourceIp: peer,
     remoteIp: remoteAddress(req.headers, peer, p.trustedProxies),
     sni: typeof sni === 'string' ? sni : '',
