@@ -13,35 +13,7 @@ import { dest, direct, exact, listener, match, prefix, proxyConfig, route, vhost
 import { istioSamples, jwtRule } from '../test/helpers/jwt.ts';
 import type { ProxyConfig } from '../api/proxyconfig.ts';
 import type { AuthzPolicy, RateLimitPolicy } from '../api/policy.ts';
-
-// ---------------------------------------------------------------- a small exposition parser
-
-interface Sample { name: string; labels: Record<string, string>; value: number }
-
-function parseProm(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `not an exposition line: ${line}`);
-    const labels: Record<string, string> = {};
-    const body = m[3] ?? '';
-    const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
-    let lm: RegExpExecArray | null;
-    while ((lm = re.exec(body)) !== null) labels[lm[1]] = lm[2].replace(/\\(.)/g, (_s, c: string) => (c === 'n' ? '\n' : c));
-    out.push({ name: m[1], labels, value: m[4] === '+Inf' ? Infinity : Number(m[4]) });
-  }
-  return out;
-}
-
-function total(samples: Sample[], name: string, where: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const s of samples) {
-    if (s.name !== name) continue;
-    if (Object.entries(where).every(([k, v]) => s.labels[k] === v)) sum += s.value;
-  }
-  return sum;
-}
+import { parseProm, total, type Sample } from '../test/helpers/prometheus.ts';
 
 async function scrape(port: number): Promise<Sample[]> {
   const r = await h1(port, '/stats/prometheus');

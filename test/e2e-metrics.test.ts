@@ -8,6 +8,7 @@ import { edgeGateway, loopbackService } from './helpers/config.ts';
 import { startEcho, freePort } from './helpers/upstream.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { run, gatewayPorts, portFlags, scrape, waitReady } from './helpers/meshgate.ts';
+import { parseProm, total } from './helpers/prometheus.ts';
 
 const config = (port: number, upstream: number) => `${edgeGateway(port)}---
 ${loopbackService('app', 'app.internal', upstream)}---
@@ -35,14 +36,6 @@ function freshGet(port: number, path: string): Promise<number> {
 }
 
 /** Sum of the samples of one metric whose labels include `where`. */
-function total(text: string, name: string, where: Record<string, string>): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (Object.entries(where).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
 
 test('gateway --concurrency 2: one scrape counts the requests of both processes exactly', async (t) => {
   const up = await startEcho({ name: 'app' });
@@ -68,12 +61,12 @@ test('gateway --concurrency 2: one scrape counts the requests of both processes 
   for (let i = 0; i < missing; i++) assert.equal(await freshGet(port, `/nothing/${i}`), 404);
   assert.equal(up.received.length, ok);
 
-  const text = await scrape(ports.metrics);
-  assert.equal(total(text, 'istio_requests_total', { destination_service: 'app.internal', response_code: '200', response_flags: '-' }), ok);
-  assert.equal(total(text, 'istio_requests_total', { destination_service: 'unknown', response_code: '404', response_flags: 'NR' }), missing);
-  assert.equal(total(text, 'istio_request_duration_milliseconds_count', {}), ok + missing);
+  const samples = parseProm(await scrape(ports.metrics));
+  assert.equal(total(samples, 'istio_requests_total', { destination_service: 'app.internal', response_code: '200', response_flags: '-' }), ok);
+  assert.equal(total(samples, 'istio_requests_total', { destination_service: 'unknown', response_code: '404', response_flags: 'NR' }), missing);
+  assert.equal(total(samples, 'istio_request_duration_milliseconds_count', {}), ok + missing);
   // Counted once in the sum, not once per process: the serving version is the gateway's.
-  assert.equal(total(text, 'meshgate_config_version_info', {}), 1);
+  assert.equal(total(samples, 'meshgate_config_version_info', {}), 1);
   // Repeated scrapes agree (nothing is reset or counted twice by scraping).
-  assert.equal(total(await scrape(ports.metrics), 'istio_requests_total', {}), ok + missing);
+  assert.equal(total(parseProm(await scrape(ports.metrics)), 'istio_requests_total', {}), ok + missing);
 });
