@@ -1,4 +1,4 @@
-import type { PolicyConfig } from './policy.ts';
+import type { EgressConfig, PolicyConfig } from './policy.ts';
 
 // The compiled configuration pilot pushes to a proxy. It is plain JSON (it crosses the
 // discovery connection and is printed by config_dump), self-contained (certificates are
@@ -15,6 +15,11 @@ export interface ProxyIdentity {
   namespace: string;
   /** Workload labels; Gateways select proxies by these. */
   labels: Record<string, string>;
+  /**
+   * The proxy runs the egress forward proxy (`gateway --labels istio=egressgateway`, or
+   * `--egress`): pilot adds `ProxyConfig.egress`. Absent or false: no egress section.
+   */
+  egress?: boolean;
 }
 
 export interface ProxyConfig {
@@ -26,6 +31,43 @@ export interface ProxyConfig {
   clusters: Cluster[];
   /** Authentication, authorization and rate-limit policies that apply to this proxy. */
   policies: PolicyConfig;
+  /** Only for proxies whose identity says `egress: true`. */
+  egress?: EgressProxyConfig;
+}
+
+// ---------------------------------------------------------------- egress
+
+/** The cluster name of Istio's ORIGINAL_DST cluster: connect to the host:port the request names. */
+export const PASSTHROUGH_CLUSTER = 'PassthroughCluster';
+/** The name Istio's metrics use for what REGISTRY_ONLY refused. */
+export const BLACKHOLE_CLUSTER = 'BlackHoleCluster';
+
+/**
+ * What an egress proxy runs besides its Gateway listeners: the allowlist, and the mesh's
+ * outbound routing for the plain HTTP requests its forward proxy accepts.
+ *
+ * The forward proxy (absolute-form `GET http://host:port/…`, origin-form with a Host header,
+ * and `CONNECT host:port`) first asks `policy` whether host:port may be reached; a blocked
+ * destination gets 502 naming host and reason and never reaches routing. An allowed plain
+ * HTTP request is then routed exactly like a request to a Gateway listener, through the
+ * `outbound` listener of its destination port (virtual host by host name, first matching
+ * route). A port with no outbound listener, or a host with no virtual host, goes to
+ * PASSTHROUGH_CLUSTER. CONNECT tunnels are not routed: the proxy connects to the named
+ * host:port (resolved by the proxy's resolver) once the ClientHello's SNI passed `policy`.
+ */
+export interface EgressProxyConfig {
+  /** The allowlist: mode and audit from the mesh config, entries from every ServiceEntry that compiled. */
+  policy: EgressConfig;
+  /**
+   * One listener per destination port (name `outbound_<port>`, address `0.0.0.0`, protocol
+   * `HTTP`, tls null), sorted by port, as a sidecar's outbound route tables: virtual hosts
+   * from VirtualServices that bind to `mesh` (no `gateways`, or `gateways` lists `mesh`)
+   * and, for every other non-wildcard ServiceEntry host with an HTTP-family port, a default
+   * route to `outbound|<port>||<host>`; last, a `*` virtual host routing to
+   * PASSTHROUGH_CLUSTER. Every cluster these routes name is in ProxyConfig.clusters
+   * (PASSTHROUGH_CLUSTER included, with no endpoints and `dns: true`).
+   */
+  outbound: Listener[];
 }
 
 // ---------------------------------------------------------------- listeners
