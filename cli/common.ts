@@ -1,7 +1,9 @@
 // Pieces the long-running commands share: logging, identity flags, shutdown.
+import net from 'node:net';
 import { hostname } from 'node:os';
 import pino, { type Logger } from 'pino';
 import type { ProxyIdentity } from '../api/proxyconfig.ts';
+import { createResolver, parseResolveFlags, type Resolver } from '../gateway/resolver.ts';
 import { parseLabels, parsePort, parsePortMap, UsageError } from './args.ts';
 
 export function makeLogger(level: string | undefined): Logger {
@@ -22,8 +24,20 @@ export const gatewayFlags = {
   redis: { type: 'string' },
   replicas: { type: 'string', default: '1' },
   'trusted-proxies': { type: 'string', default: '0' },
+  // host=addr[,addr], repeatable, like curl's --resolve: pins names for DNS clusters, the
+  // egress proxy's tunnels and passthrough requests, before DNS is asked.
+  resolve: { type: 'string', multiple: true },
+  // Run the egress forward proxy (HTTP_PROXY / HTTPS_PROXY) and ask pilot for the egress
+  // config. Default: on when --labels has istio=egressgateway, as Istio's egress gateway.
+  egress: { type: 'boolean' },
+  // The forward proxy's port (3128, where HTTP_PROXY users expect a proxy); `off` runs none.
+  'proxy-port': { type: 'string', default: '3128' },
+  'proxy-address': { type: 'string', default: '0.0.0.0' },
   'log-level': { type: 'string', default: 'info' },
 } as const;
+
+/** The label Istio's egress gateway deployment carries. */
+const EGRESS_LABEL = ['istio', 'egressgateway'] as const;
 
 export interface GatewayFlagValues {
   node: ProxyIdentity;
@@ -38,10 +52,16 @@ export interface GatewayFlagValues {
   /** Prometheus /stats/prometheus port; null: `--metrics-port off`. */
   metricsPort: number | null;
   portMap: Record<number, number>;
+  /** One per process: --resolve overrides, then DNS. */
+  resolver: Resolver;
+  /** Where the egress forward proxy listens; null: not an egress proxy, or `--proxy-port off`. */
+  forwardProxy: { port: number; address: string } | null;
 }
 
+type FlagValues = Readonly<Record<string, string | boolean | (string | boolean)[] | undefined>>;
+
 /** `defaultConcurrency`: `gateway` uses every core, as Envoy does; `up` is one process. */
-export function readGatewayFlags(v: Record<string, string | boolean | undefined>, defaultConcurrency = 1): GatewayFlagValues {
+export function readGatewayFlags(v: FlagValues, defaultConcurrency = 1): GatewayFlagValues {
   const labels = parseLabels('--labels', String(v.labels));
   const namespace = String(v.namespace);
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new UsageError(`--namespace: "${namespace}" is not a valid namespace name`);
@@ -54,8 +74,20 @@ export function readGatewayFlags(v: Record<string, string | boolean | undefined>
   if (!Number.isInteger(replicas) || replicas < 1) throw new UsageError(`--replicas: "${String(v.replicas)}" is not a number of gateway replicas (1 or more)`);
   const trustedProxies = Number(v['trusted-proxies'] ?? 0);
   if (!Number.isInteger(trustedProxies) || trustedProxies < 0 || trustedProxies > 16) throw new UsageError(`--trusted-proxies: "${String(v['trusted-proxies'])}" is not a number of proxy hops (0-16)`);
+  const resolveValues = v.resolve === undefined ? [] : (Array.isArray(v.resolve) ? v.resolve : [v.resolve]).map(String);
+  let resolver: Resolver;
+  try {
+    resolver = createResolver(parseResolveFlags(resolveValues));
+  } catch (err) {
+    throw new UsageError(`--resolve: ${(err as Error).message}`);
+  }
+  const egress = v.egress === true || labels[EGRESS_LABEL[0]] === EGRESS_LABEL[1];
+  const proxyPortText = String(v['proxy-port'] ?? '3128');
+  const proxyPort = proxyPortText === 'off' ? null : parsePort('--proxy-port', proxyPortText);
+  const proxyAddress = String(v['proxy-address'] ?? '0.0.0.0');
+  if (net.isIP(proxyAddress) === 0) throw new UsageError(`--proxy-address: "${proxyAddress}" is not an IP address to listen on (e.g. 0.0.0.0, 127.0.0.1, ::)`);
   return {
-    node: { id, namespace, labels },
+    node: { id, namespace, labels, ...(egress ? { egress: true } : {}) },
     concurrency,
     redis,
     replicas,
@@ -65,6 +97,8 @@ export function readGatewayFlags(v: Record<string, string | boolean | undefined>
     healthPort: parsePort('--health-port', String(v['health-port'])),
     metricsPort: v['metrics-port'] === 'off' ? null : parsePort('--metrics-port', String(v['metrics-port'] ?? '15090')),
     portMap: parsePortMap('--port-map', String(v['port-map'] ?? '')),
+    resolver,
+    forwardProxy: egress && proxyPort !== null ? { port: proxyPort, address: proxyAddress } : null,
   };
 }
 

@@ -6,7 +6,7 @@ import { gatewayFlags, makeLogger, readGatewayFlags, untilSignal } from './commo
 import { startGateway } from '../gateway/run.ts';
 
 export const gatewayCommand: Command = {
-  summary: 'Run a gateway proxy: connect to pilot, apply the config it pushes for these labels, serve traffic.',
+  summary: 'Run a gateway proxy: connect to pilot, apply the config it pushes for these labels, serve traffic. An egress gateway (--egress, or --labels istio=egressgateway) also runs the forward proxy on --proxy-port.',
   options: {
     pilot: { type: 'string', default: '127.0.0.1:15010' },
     ...gatewayFlags,
@@ -17,7 +17,7 @@ export const gatewayCommand: Command = {
     const log = makeLogger(String(v['log-level']));
     const gw = readGatewayFlags(v, availableParallelism());
     const gateway = await startGateway({ pilot, ...gw, log });
-    log.info({ pilot, id: gw.node.id, labels: gw.node.labels, concurrency: gw.concurrency }, 'gateway started');
+    log.info({ pilot, id: gw.node.id, labels: gw.node.labels, concurrency: gw.concurrency, egress: gw.node.egress === true, resolve: Object.fromEntries(gw.resolver.overrides) }, 'gateway started');
     return untilSignal(log, () => gateway.close());
   },
 };

@@ -33,7 +33,7 @@ function helpFor(name: string, cmd: Command): string {
   const lines = [`usage: meshgate ${name} ${cmd.allowPositionals ? 'DIR... ' : ''}[flags]`, '', cmd.summary, '', 'flags:'];
   for (const [flag, o] of Object.entries(cmd.options)) {
     const def = o.default !== undefined ? ` (default ${JSON.stringify(o.default)})` : '';
-    lines.push(`  --${flag}${o.type === 'string' ? ' VALUE' : ''}${def}`);
+    lines.push(`  --${flag}${o.type === 'string' ? ' VALUE' : ''}${def}${o.multiple === true ? ' (repeatable)' : ''}`);
   }
   return lines.join('\n');
 }

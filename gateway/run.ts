@@ -2,9 +2,10 @@
 import type { Logger } from 'pino';
 import type { ProxyIdentity } from '../api/proxyconfig.ts';
 import { DataPlane } from './dataplane.ts';
+import { createResolver, type Resolver } from './resolver.ts';
 import { createUpstreams } from './upstream/index.ts';
 import { DiscoveryClient, type Applier } from './discovery-client.ts';
-import { WorkerPool } from './workers.ts';
+import { WorkerPool, workerEnv } from './workers.ts';
 
 export interface GatewayOptions {
   pilot: string;
@@ -21,6 +22,10 @@ export interface GatewayOptions {
   redis?: string | null;
   replicas?: number;
   trustedProxies?: number;
+  /** Names pinned to addresses (--resolve); default: DNS only. */
+  resolver?: Resolver;
+  /** The egress forward proxy's listen address (--egress); null/absent: none. */
+  forwardProxy?: { port: number; address: string } | null;
 }
 
 export interface RunningGateway {
@@ -31,17 +36,20 @@ export interface RunningGateway {
 
 export async function startGateway(opts: GatewayOptions): Promise<RunningGateway> {
   const concurrency = opts.concurrency ?? 1;
+  const resolver = opts.resolver ?? createResolver();
   const dataplane = new DataPlane({
     adminPort: opts.adminPort ?? 15000,
     healthPort: opts.healthPort ?? 15021,
     metricsPort: opts.metricsPort === undefined ? 15090 : opts.metricsPort,
-    upstreams: createUpstreams({ log: opts.log }),
+    upstreams: createUpstreams({ log: opts.log, resolver }),
     log: opts.log,
     portMap: opts.portMap ?? {},
     reusePort: concurrency > 1,
     redis: opts.redis ?? null,
     replicas: opts.replicas ?? 1,
     trustedProxies: opts.trustedProxies ?? 0,
+    resolver,
+    forwardProxy: opts.forwardProxy ?? null,
   });
   await dataplane.start();
   let applier: Applier = dataplane;
@@ -49,7 +57,10 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   if (concurrency > 1) {
     pool = new WorkerPool({
       primary: dataplane, workers: concurrency - 1, log: opts.log, logLevel: opts.logLevel ?? 'info',
-      env: { MESHGATE_REDIS: opts.redis ?? '', MESHGATE_REPLICAS: String(opts.replicas ?? 1), MESHGATE_TRUSTED_PROXIES: String(opts.trustedProxies ?? 0) },
+      env: {
+        MESHGATE_REDIS: opts.redis ?? '', MESHGATE_REPLICAS: String(opts.replicas ?? 1), MESHGATE_TRUSTED_PROXIES: String(opts.trustedProxies ?? 0),
+        ...workerEnv(resolver, opts.forwardProxy ?? null),
+      },
     });
     await pool.start();
     applier = pool;

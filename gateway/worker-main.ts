@@ -4,14 +4,20 @@
 import pino from 'pino';
 import { DataPlane } from './dataplane.ts';
 import { createUpstreams } from './upstream/index.ts';
+import { readWorkerEnv } from './workers.ts';
 import type { FromWorker, ToWorker } from './workers.ts';
 
 const log = pino({ level: process.env.MESHGATE_LOG_LEVEL ?? 'info', base: { pid: process.pid, worker: Number(process.env.MESHGATE_WORKER ?? 0) } });
+const { resolver, forwardProxy } = readWorkerEnv(process.env);
 const dataplane = new DataPlane({
-  upstreams: createUpstreams({ log }), log, reusePort: true, portMap: {}, metricsPort: null,
+  upstreams: createUpstreams({ log, resolver }), log, reusePort: true, portMap: {}, metricsPort: null,
   redis: process.env.MESHGATE_REDIS || null,
   replicas: Number(process.env.MESHGATE_REPLICAS ?? 1),
   trustedProxies: Number(process.env.MESHGATE_TRUSTED_PROXIES ?? 0),
+  // The data plane reads this when an apply opens the forward proxy; each apply sets the
+  // port the first process bound (as setPortMap does for the listeners).
+  forwardProxy,
+  resolver,
 });
 
 function reply(m: FromWorker): void {
@@ -21,6 +27,7 @@ function reply(m: FromWorker): void {
 process.on('message', (m: ToWorker) => {
   if (m.type === 'apply') {
     dataplane.setPortMap(m.ports);
+    if (forwardProxy !== null && m.proxyPort !== 0) forwardProxy.port = m.proxyPort;
     dataplane.apply(m.config).then(
       () => reply({ type: 'applied', id: m.id }),
       (err: Error) => reply({ type: 'failed', id: m.id, error: err.message }),

@@ -11,12 +11,14 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../api/proxyconfig.ts';
 import type { DataPlane } from './dataplane.ts';
+import { createResolver, type Resolver } from './resolver.ts';
 import type { Applier } from './discovery-client.ts';
 import type { MetricJson } from './metrics.ts';
 
 /** Messages between the first process and its workers (node IPC). */
 export type ToWorker =
-  | { type: 'apply'; id: number; config: ProxyConfig; ports: Record<number, number> }
+  /** `proxyPort`: where the first process's forward proxy listens (0: it runs none). */
+  | { type: 'apply'; id: number; config: ProxyConfig; ports: Record<number, number>; proxyPort: number }
   | { type: 'metrics'; id: number }
   | { type: 'close' };
 export type FromWorker =
@@ -24,6 +26,25 @@ export type FromWorker =
   | { type: 'applied'; id: number }
   | { type: 'failed'; id: number; error: string }
   | { type: 'metrics'; id: number; metrics: MetricJson[] };
+
+/**
+ * Environment that gives a worker the first process's resolver overrides and forward proxy
+ * address. The port comes with each `apply`: the first process binds it when a config with
+ * `egress` arrives (an ephemeral one only then), and the workers share it (SO_REUSEPORT).
+ */
+export function workerEnv(resolver: Resolver, forwardProxy: { port: number; address: string } | null): Record<string, string> {
+  return {
+    MESHGATE_RESOLVE: JSON.stringify([...resolver.overrides]),
+    MESHGATE_FORWARD_PROXY: forwardProxy === null ? '' : JSON.stringify(forwardProxy),
+  };
+}
+
+/** workerEnv's settings, in the worker. */
+export function readWorkerEnv(env: NodeJS.ProcessEnv): { resolver: Resolver; forwardProxy: { port: number; address: string } | null } {
+  const pinned = JSON.parse(env.MESHGATE_RESOLVE || '[]') as [string, string[]][];
+  const fp = env.MESHGATE_FORWARD_PROXY ? JSON.parse(env.MESHGATE_FORWARD_PROXY) as { port: number; address: string } : null;
+  return { resolver: createResolver(new Map(pinned)), forwardProxy: fp };
+}
 
 /** How long a scrape waits for a worker's metrics; a worker that does not answer is left out. */
 const METRICS_TIMEOUT_MS = 1000;
@@ -138,7 +159,7 @@ export class WorkerPool implements Applier {
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       w.pending.set(id, { resolve, reject });
-      const msg: ToWorker = { type: 'apply', id, config, ports: this.opts.primary.ports() };
+      const msg: ToWorker = { type: 'apply', id, config, ports: this.opts.primary.ports(), proxyPort: this.opts.primary.proxyPort };
       w.child.send(msg, (err) => {
         if (err) {
           w.pending.delete(id);

@@ -6,6 +6,7 @@
 // The Call is undici's dispatch handler itself (methods on the prototype): no closures per
 // request. Errors before undici hands us the connection (onRequestStart) are connect
 // failures; after it, resets.
+import type { LookupFunction } from 'node:net';
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import type { ConnectionPool } from '../../api/proxyconfig.ts';
@@ -24,7 +25,7 @@ export class H1Transport implements Transport {
   readonly pool: Pool;
   readonly servername: string | undefined;
 
-  constructor(ep: EndpointState, cp: ConnectionPool, tls: TlsSetup | null) {
+  constructor(ep: EndpointState, cp: ConnectionPool, tls: TlsSetup | null, lookup?: LookupFunction) {
     const idle = Math.max(1, cp.idleTimeoutMs);
     const origin = `${tls === null ? 'http' : 'https'}://${ep.hostPort}`;
     this.servername = tls !== null && tls.servername !== '' ? tls.servername : undefined;
@@ -41,6 +42,9 @@ export class H1Transport implements Transport {
       maxHeaderSize: MAX_HEADER_BYTES,
       connect: {
         timeout: cp.connectTimeoutMs,
+        // undici hands the rest of these options to net/tls.connect: host names resolve
+        // through the process's resolver (its --resolve overrides), IP literals skip it.
+        ...(lookup !== undefined ? { lookup } : {}),
         ...(tls !== null ? {
           secureContext: tls.secureContext,
           rejectUnauthorized: tls.rejectUnauthorized,

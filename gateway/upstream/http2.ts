@@ -10,6 +10,7 @@
 // stream and its header object.
 import http2 from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader, OutgoingHttpHeaders, SecureClientSessionOptions } from 'node:http2';
+import type { LookupFunction } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { ConnectionPool } from '../../api/proxyconfig.ts';
 import type { EndpointState, Transport } from './endpoint.ts';
@@ -41,12 +42,15 @@ export class H2Transport implements Transport {
   readonly sessions = new Set<ClientHttp2Session>();
   closed = false;
 
-  constructor(ep: EndpointState, cp: ConnectionPool, tls: TlsSetup | null) {
+  constructor(ep: EndpointState, cp: ConnectionPool, tls: TlsSetup | null, lookup?: LookupFunction) {
     this.scheme = tls === null ? 'http' : 'https';
     this.url = `${this.scheme}://${ep.hostPort}`;
     this.cp = cp;
     this.options = {
       settings: { enablePush: false },
+      // Passed on to net/tls.connect; without servername, node still sends the host name
+      // (not the address it resolved to) as SNI.
+      ...(lookup !== undefined ? { lookup } : {}),
       ...(tls !== null ? {
         secureContext: tls.secureContext,
         rejectUnauthorized: tls.rejectUnauthorized,

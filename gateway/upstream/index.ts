@@ -6,13 +6,21 @@
 // cluster whose JSON did not change keeps its runtime — connections, outlier ejections,
 // round-robin position. Replaced and removed clusters drain: requests already using them
 // finish on them, then their connections close.
+//
+// Every connection to an endpoint named by host name goes through the one resolver of the
+// process (its --resolve overrides first). Requests for PASSTHROUGH_CLUSTER go to their
+// own authority's host:port (passthrough.ts).
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Cluster } from '../../api/proxyconfig.ts';
+import { PASSTHROUGH_CLUSTER } from '../../api/proxyconfig.ts';
+import { createResolver } from '../resolver.ts';
+import type { Resolver } from '../resolver.ts';
 import { ClusterRuntime } from './cluster.ts';
 import { BODY_NO_HEALTHY, forwardTo, writeLocalReply } from './forward.ts';
 import { mirrorTo } from './mirror.ts';
+import { PassthroughDestinations } from './passthrough.ts';
 import type { DownstreamReq, DownstreamRes, ForwardResult, ResponseHooks, UpstreamRequest, Upstreams } from './types.ts';
 import { upgradeTo, writeRawReply } from './websocket.ts';
 
@@ -22,18 +30,29 @@ export type { Upstreams } from './types.ts';
 const CLOSE_GRACE_MS = 2000;
 
 const GRPC_UNAVAILABLE = 14;
+const GRPC_INVALID_ARGUMENT = 3;
 
-export function createUpstreams(opts: { log?: Logger } = {}): Upstreams {
-  return new UpstreamSet(opts.log ?? null);
+export interface UpstreamsOptions {
+  log?: Logger;
+  /** The process's resolver (--resolve); default: DNS only. */
+  resolver?: Resolver;
+}
+
+export function createUpstreams(opts: UpstreamsOptions = {}): Upstreams {
+  return new UpstreamSet(opts.log ?? null, opts.resolver ?? createResolver());
 }
 
 class UpstreamSet implements Upstreams {
   readonly log: Logger | null;
+  readonly resolver: Resolver;
   clusters = new Map<string, ClusterRuntime>();
+  /** Destinations of the config's PassthroughCluster; null when the config has none. */
+  passthrough: PassthroughDestinations | null = null;
   closed = false;
 
-  constructor(log: Logger | null) {
+  constructor(log: Logger | null, resolver: Resolver) {
     this.log = log;
+    this.resolver = resolver;
   }
 
   update(clusters: Cluster[]): void {
@@ -45,7 +64,7 @@ class UpstreamSet implements Upstreams {
         const key = JSON.stringify(def);
         const cur = this.clusters.get(def.name);
         if (cur !== undefined && cur.key === key) { next.set(def.name, cur); continue; }
-        const rt = new ClusterRuntime(def, key, this.log);
+        const rt = new ClusterRuntime(def, key, this.log, this.resolver.lookup);
         built.push(rt);
         next.set(def.name, rt);
       }
@@ -59,27 +78,50 @@ class UpstreamSet implements Upstreams {
     for (const [name, rt] of old) {
       if (next.get(name) !== rt) rt.drain();
     }
+    // Destinations outlive versions that keep the PassthroughCluster as it was; a changed
+    // one (its connection pool) starts over, and a removed one takes them all away.
+    const base = next.get(PASSTHROUGH_CLUSTER);
+    if (this.passthrough !== null && this.passthrough.base !== base) {
+      this.passthrough.drain();
+      this.passthrough = null;
+    }
+    if (base !== undefined && this.passthrough === null) this.passthrough = new PassthroughDestinations(base, this.log, this.resolver.lookup);
     this.log?.debug({ clusters: next.size }, 'upstream clusters updated');
   }
 
   forward(cluster: string, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks): Promise<ForwardResult> {
-    const c = this.clusters.get(cluster);
+    let c: ClusterRuntime | string | undefined = this.clusters.get(cluster);
     if (c === undefined) return Promise.resolve(noCluster(res, up, hooks, this.log, cluster));
+    if (c === this.passthrough?.base) {
+      c = this.passthrough.destination(up.authority);
+      if (typeof c === 'string') return Promise.resolve(badDestination(res, up, hooks, c));
+    }
     return forwardTo(c, req, res, up, hooks);
   }
 
   mirror(cluster: string, up: UpstreamRequest): void {
-    const c = this.clusters.get(cluster);
+    let c: ClusterRuntime | string | undefined = this.clusters.get(cluster);
     if (c === undefined) { this.log?.debug({ cluster }, 'mirror to an unknown cluster dropped'); return; }
+    if (c === this.passthrough?.base) {
+      c = this.passthrough.destination(up.authority);
+      if (typeof c === 'string') { this.log?.debug({ cluster, err: c }, 'mirror dropped'); return; }
+    }
     mirrorTo(c, up, this.log);
   }
 
   upgrade(cluster: string, req: IncomingMessage, socket: Duplex, head: Buffer, up: UpstreamRequest): Promise<ForwardResult> {
-    const c = this.clusters.get(cluster);
+    let c: ClusterRuntime | string | undefined = this.clusters.get(cluster);
     if (c === undefined) {
       this.log?.warn({ cluster }, 'route names a cluster the proxy does not have');
       const bytesSent = writeRawReply(socket, 503, BODY_NO_HEALTHY);
       return Promise.resolve({ status: 503, upstreamHost: null, attempts: 0, flags: ['NC'], bytesSent });
+    }
+    if (c === this.passthrough?.base) {
+      c = this.passthrough.destination(up.authority);
+      if (typeof c === 'string') {
+        const bytesSent = writeRawReply(socket, 400, c);
+        return Promise.resolve({ status: 400, upstreamHost: null, attempts: 0, flags: [], bytesSent });
+      }
     }
     return upgradeTo(c, req, socket, head, up);
   }
@@ -87,14 +129,16 @@ class UpstreamSet implements Upstreams {
   snapshot(): unknown {
     const out: Record<string, unknown> = {};
     for (const [name, c] of this.clusters) out[name] = c.snapshot();
+    this.passthrough?.snapshot(out);
     return out;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const all = [...this.clusters.values()];
+    const all = [...this.clusters.values(), ...(this.passthrough?.take() ?? [])];
     this.clusters = new Map();
+    this.passthrough = null;
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<'late'>((resolve) => { timer = setTimeout(resolve, CLOSE_GRACE_MS, 'late'); });
     const closing = Promise.all(all.map((c) => c.close())).then(() => 'ok' as const);
@@ -111,4 +155,10 @@ function noCluster(res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks
   log?.warn({ cluster }, 'route names a cluster the proxy does not have');
   const bytesSent = writeLocalReply(res, hooks, up.grpc, 503, BODY_NO_HEALTHY, GRPC_UNAVAILABLE);
   return { status: up.grpc ? 200 : 503, upstreamHost: null, attempts: 0, flags: ['NC'], bytesSent };
+}
+
+/** An authority the PassthroughCluster cannot connect to: the client's mistake, not the upstream's. */
+function badDestination(res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks, reason: string): ForwardResult {
+  const bytesSent = writeLocalReply(res, hooks, up.grpc, 400, reason, GRPC_INVALID_ARGUMENT);
+  return { status: up.grpc ? 200 : 400, upstreamHost: null, attempts: 0, flags: [], bytesSent };
 }

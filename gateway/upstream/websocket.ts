@@ -107,15 +107,18 @@ class Tunnel {
     this.headBytes = 0;
     const t = this.c.tls;
     const conn = t === null
-      ? net.connect({ host: ep.address, port: ep.port })
+      ? net.connect({ host: ep.address, port: ep.port, lookup: this.c.lookup })
       : tls.connect({
         host: ep.address,
         port: ep.port,
+        lookup: this.c.lookup,
         secureContext: t.secureContext,
         rejectUnauthorized: t.rejectUnauthorized,
         checkServerIdentity: t.checkServerIdentity,
         ALPNProtocols: ['http/1.1'],
-        ...(t.servername !== '' ? { servername: t.servername } : {}),
+        // tls.connect (unlike undici and http2) sends no SNI of its own: without a
+        // configured one, a DNS endpoint's name is the SNI, as for the other transports.
+        ...(t.servername !== '' ? { servername: t.servername } : net.isIP(ep.address) === 0 ? { servername: ep.address } : {}),
       });
     this.conn = conn;
     this.c.tunnels.add(conn);
