@@ -1,6 +1,7 @@
 // TypeScript shapes of the resources meshgate accepts. They mirror Istio's API
 // (networking.istio.io v1 / v1beta1 / v1alpha3 share one shape) and only list the
 // fields meshgate reads; validation (api/validate.ts) warns about the rest by name.
+import type { MeshConfig } from './meshconfig.ts';
 
 export interface ObjectMeta {
   name: string;
@@ -406,4 +407,10 @@ export interface ConfigSnapshot {
   requestAuthentications: RequestAuthenticationResource[];
   authorizationPolicies: AuthorizationPolicyResource[];
   rateLimitPolicies: RateLimitPolicyResource[];
+  /**
+   * The mesh config (`--mesh-config`) this snapshot is translated with; absent means the
+   * defaults (defaultMeshConfig()). Part of the snapshot so translation stays a function of
+   * its inputs and a mesh config change is a new snapshot like any other.
+   */
+  mesh?: MeshConfig;
 }

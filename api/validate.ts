@@ -645,7 +645,10 @@ function checkServiceEntry(c: Checker, spec: Obj): void {
     hosts.forEach((h, i) => {
       if (typeof h !== 'string') return;
       if (h === '*') c.error('MG_CONFIG_HOST', ['spec', 'hosts', i], 'a host cannot be "*" alone here; name the hosts');
-      else if (!isValidHost(h)) c.error('MG_CONFIG_HOST', ['spec', 'hosts', i], `${quote(h)} is not a valid host name`);
+      else if (h.includes('://')) {
+        const bare = h.slice(h.indexOf('://') + 3).split(/[/:]/)[0];
+        c.error('MG_CONFIG_HOST', ['spec', 'hosts', i], `${quote(h)} has a scheme; write the bare host name ${quote(bare)} and put the port in spec.ports`);
+      } else if (!isValidHost(h)) c.error('MG_CONFIG_HOST', ['spec', 'hosts', i], `${quote(h)} is not a valid host name`);
       else if (h.startsWith('*') && resolution === 'DNS' && !Array.isArray(spec.endpoints)) {
         c.error('MG_CONFIG_HOST', ['spec', 'hosts', i], `wildcard host ${quote(h)} cannot be resolved by DNS; list endpoints or use resolution NONE`);
       }
@@ -653,7 +656,7 @@ function checkServiceEntry(c: Checker, spec: Obj): void {
   }
   c.exportTo(spec);
   c.subjectAltNames(spec.subjectAltNames, ['spec', 'subjectAltNames']);
-  if (spec.addresses !== undefined) c.unsupported(['spec', 'addresses'], 'addresses are not supported yet; traffic is matched by host name only');
+  if (spec.addresses !== undefined) c.unsupported(['spec', 'addresses'], 'addresses are used only by the egress allowlist (TCP by destination address); routing matches by host name only');
   if (spec.workloadSelector !== undefined) {
     c.unsupported(['spec', 'workloadSelector'], 'workloadSelector is not supported yet; ignored');
     if (spec.endpoints !== undefined) c.error('MG_CONFIG_INVALID', ['spec', 'endpoints'], 'set only one of workloadSelector and endpoints');

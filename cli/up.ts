@@ -5,6 +5,7 @@ import type { Command } from './main.ts';
 import { UsageError, parsePort } from './args.ts';
 import { gatewayFlags, makeLogger, readGatewayFlags, untilSignal } from './common.ts';
 import { startPilot } from '../pilot/pilot.ts';
+import { meshConfigFlag } from './pilot.ts';
 import { startGateway } from '../gateway/run.ts';
 
 export const upCommand: Command = {
@@ -13,6 +14,7 @@ export const upCommand: Command = {
     config: { type: 'string', default: 'examples' },
     'discovery-port': { type: 'string', default: '15010' },
     'debug-port': { type: 'string', default: '15014' },
+    'mesh-config': { type: 'string' },
     ...gatewayFlags,
   },
   async run(v) {
@@ -22,7 +24,7 @@ export const upCommand: Command = {
     const log = makeLogger(String(v['log-level']));
     const gw = readGatewayFlags(v);
     const pilot = await startPilot({
-      configDir: dir, log,
+      configDir: dir, log, meshConfigFile: await meshConfigFlag(v['mesh-config']),
       discoveryPort: parsePort('--discovery-port', String(v['discovery-port'])),
       debugPort: parsePort('--debug-port', String(v['debug-port'])),
     });

@@ -3,12 +3,15 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FileSource } from './source/file.ts';
+import { MeshConfigSource } from './source/mesh.ts';
 import { ConfigStore } from './store.ts';
 import { DiscoveryServer, type Logger } from './discovery/server.ts';
 import { formatProblem, type Problem } from '../api/problems.ts';
 
 export interface PilotOptions {
   configDir: string;
+  /** `--mesh-config FILE`: Istio's MeshConfig (or its ConfigMap), watched. Absent: the defaults. */
+  meshConfigFile?: string | null;
   discoveryHost?: string;
   discoveryPort?: number;
   /** Debug port (loopback only): /debug/syncz, /debug/problems. Null: none. */
@@ -42,6 +45,20 @@ export async function startPilot(opts: PilotOptions): Promise<RunningPilot> {
   const source = new FileSource(opts.configDir);
   const store = new ConfigStore();
   const logProblems = problemLogger(opts.log);
+  // The mesh config first, so the first snapshot proxies get is translated with it.
+  let mesh: MeshConfigSource | null = null;
+  if (opts.meshConfigFile) {
+    mesh = new MeshConfigSource(opts.meshConfigFile);
+    store.updateMesh(await mesh.load());
+    opts.log.info({ file: opts.meshConfigFile, mesh: store.state.snapshot.mesh }, 'mesh config loaded');
+    mesh.on('change', (result) => {
+      const next = store.updateMesh(result);
+      logProblems(next.problems);
+      opts.log.info({ generation: next.generation, mesh: next.snapshot.mesh }, 'mesh config changed');
+    });
+    mesh.on('error', (err: Error) => opts.log.error({ err: err.message }, 'mesh config source error'));
+    mesh.watch();
+  }
   const initial = store.update(await source.load());
   logProblems(initial.problems);
   opts.log.info({ generation: initial.generation, dir: opts.configDir, resources: countResources(initial.snapshot) }, 'config loaded');
@@ -82,6 +99,7 @@ export async function startPilot(opts: PilotOptions): Promise<RunningPilot> {
     store, discovery, discoveryPort, debugPort,
     async close() {
       source.close();
+      mesh?.close();
       await discovery.close();
       if (debug) await new Promise<void>((r) => debug!.close(() => r()));
     },

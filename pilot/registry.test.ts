@@ -65,7 +65,8 @@ spec:
     const svc = reg.lookup('github.com')!;
     assert.equal(svc.resolution, 'NONE');
     assert.equal(svc.location, 'MESH_EXTERNAL');
-    assert.deepEqual(svc.endpoints, []);
+    // NONE connects to the destination asked for: for a named host, the host itself.
+    assert.deepEqual(svc.endpoints, [{ address: 'github.com', ports: {}, labels: {}, weight: 1 }]);
   });
 
   test('DNS without endpoints resolves each host itself; DNS with endpoints keeps them', () => {

@@ -79,7 +79,10 @@ function servicesOf(se: ServiceEntryResource): Service[] {
   const declared: ServiceEndpoint[] = (spec.endpoints ?? [])
     .filter((e) => typeof e.address === 'string' && e.address !== '')
     .map((e) => ({ address: e.address!, ports: { ...(e.ports ?? {}) }, labels: { ...(e.labels ?? {}) }, weight: e.weight ?? 1 }));
-  const dns = resolution === 'DNS' || resolution === 'DNS_ROUND_ROBIN';
+  // NONE is Istio's "connect to the destination the client asked for"; for a named host that
+  // is the host itself, so it resolves like DNS (validation says so too). Only a wildcard
+  // host names no one destination.
+  const dns = resolution === 'DNS' || resolution === 'DNS_ROUND_ROBIN' || resolution === 'NONE';
   return spec.hosts.map((h) => {
     const hostname = qualifyHost(h, ns);
     let endpoints = declared;

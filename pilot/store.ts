@@ -4,18 +4,25 @@
 // edit makes a resource invalid, the edit is rejected with a problem that names the file,
 // field and reason, and the previous version keeps serving. Everything else in the
 // config is unaffected. A resource that was never valid is simply not there.
+//
+// The mesh config (`--mesh-config`) travels in the snapshot too, so a change to it reaches
+// proxies like any config change. It is kept the same way: a version with an error is
+// reported and the last good one keeps applying (before any, the defaults).
 import { EventEmitter } from 'node:events';
 import type { ConfigSnapshot, Resource } from '../api/istio.ts';
 import { resourceKey, type Problem } from '../api/problems.ts';
 import { validateResource, toSnapshot } from '../api/validate.ts';
+import { defaultMeshConfig, sameMeshConfig } from '../api/meshconfig.ts';
+import type { MeshConfig, MeshConfigResult } from '../api/meshconfig.ts';
 import { checkReferences } from './translate/references.ts';
+import { egressEntries } from './translate/egress.ts';
 import type { SourceState } from './source/file.ts';
 
 export interface StoreState {
   /** Increases by one with every snapshot that differs from the previous one. */
   generation: number;
   snapshot: ConfigSnapshot;
-  /** Problems of the current source state: load, validation, rejected edits, references. */
+  /** Problems of the current state: mesh config, load, validation, rejected edits, references, egress allowlist. */
   problems: Problem[];
 }
 
@@ -25,10 +32,18 @@ export class ConfigStore extends EventEmitter {
   // Validation is cached per Resource object: the file source re-creates objects only for
   // files that changed, so an edit re-validates one file, not the whole folder.
   private validated = new WeakMap<Resource, Problem[]>();
+  private mesh: MeshConfig = defaultMeshConfig();
+  /** Whether a mesh config file was ever accepted (what a rejected one falls back to). */
+  private meshAccepted = false;
+  private meshProblems: Problem[] = [];
+  private configProblems: Problem[] = [];
+  /** The egress check of the last ServiceEntry list: an unchanged snapshot is not checked again. */
+  private egressChecked: { entries: ConfigSnapshot['serviceEntries']; problems: Problem[] } | null = null;
   private current: StoreState = {
     generation: 0,
     snapshot: {
       gateways: [], virtualServices: [], destinationRules: [], serviceEntries: [], secrets: [], requestAuthentications: [], authorizationPolicies: [], rateLimitPolicies: [],
+      mesh: this.mesh,
     },
     problems: [],
   };
@@ -84,10 +99,45 @@ export class ConfigStore extends EventEmitter {
       references = checkReferences(snapshot);
     }
     const changed = next.size !== this.accepted.size || [...next].some(([k, r]) => this.accepted.get(k) !== r);
-    if (!changed) snapshot = this.current.snapshot;
+    if (changed) snapshot.mesh = this.mesh;
+    else snapshot = this.current.snapshot;
     this.accepted = next;
     problems.push(...references);
-    this.current = { generation: this.current.generation + (changed ? 1 : 0), snapshot, problems };
+    // ServiceEntries the egress allowlist cannot use, reported whether or not an egress proxy
+    // is connected yet, so `analyze`, the log and every proxy show the same lines.
+    let egress = this.egressChecked;
+    if (egress === null || egress.entries !== snapshot.serviceEntries) {
+      egress = { entries: snapshot.serviceEntries, problems: egressEntries(snapshot).problems };
+      this.egressChecked = egress;
+    }
+    problems.push(...egress.problems);
+    this.configProblems = problems;
+    this.current = { generation: this.current.generation + (changed ? 1 : 0), snapshot, problems: [...this.meshProblems, ...problems] };
+    this.emit('update', this.current);
+    return this.current;
+  }
+
+  /** The mesh config file was (re)read. */
+  updateMesh(result: MeshConfigResult): StoreState {
+    const problems = [...result.problems];
+    let next = this.mesh;
+    if (result.config !== null) {
+      next = result.config;
+      this.meshAccepted = true;
+    } else {
+      const keeps = `outboundTrafficPolicy.mode ${this.mesh.outboundTrafficPolicy.mode}, egress audit ${this.mesh.egressAudit ? 'on' : 'off'}`;
+      problems.push({
+        code: 'MG_CONFIG_INVALID', severity: 'error', file: result.file, resource: 'MeshConfig',
+        message: this.meshAccepted
+          ? `this version of the mesh config was rejected; the last valid one keeps applying (${keeps})`
+          : `the mesh config was rejected; the defaults apply until it is fixed (${keeps})`,
+      });
+    }
+    this.meshProblems = problems;
+    const changed = !sameMeshConfig(next, this.mesh);
+    this.mesh = next;
+    const snapshot = changed ? { ...this.current.snapshot, mesh: next } : this.current.snapshot;
+    this.current = { generation: this.current.generation + (changed ? 1 : 0), snapshot, problems: [...problems, ...this.configProblems] };
     this.emit('update', this.current);
     return this.current;
   }

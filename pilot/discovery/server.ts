@@ -127,7 +127,7 @@ export class DiscoveryServer {
     if (msg.type === 'hello') {
       const node = msg.node;
       if (conn.node || !isIdentity(node)) {
-        this.drop(conn, conn.node ? 'second hello' : 'hello without a valid node {id, namespace, labels}');
+        this.drop(conn, conn.node ? 'second hello' : 'hello without a valid node {id, namespace, labels, egress?}');
         return;
       }
       conn.node = node;
@@ -181,7 +181,7 @@ export class DiscoveryServer {
 
   private pushTo(conn: Conn, state: StoreState, cache?: Map<string, { config: Omit<ProxyConfig, 'version'>; problems: Problem[] }>): void {
     const node = conn.node!;
-    const key = JSON.stringify([node.namespace, Object.entries(node.labels).sort()]);
+    const key = JSON.stringify([node.namespace, Object.entries(node.labels).sort(), node.egress === true]);
     let result = cache?.get(key);
     if (!result) {
       try {
@@ -195,7 +195,9 @@ export class DiscoveryServer {
     }
     const body = { ...result.config, proxy: node };
     const version = configVersion(result.config);
-    const problems = [...state.problems, ...result.problems].map(formatProblem);
+    // The store reports problems of the whole config and translation those of this proxy;
+    // some are both (a broken route, an unusable ServiceEntry): list each once.
+    const problems = [...new Set([...state.problems, ...result.problems].map(formatProblem))];
     const problemsKey = problems.join('\n');
     // A rejected edit changes no config but must still reach the proxy's admin port, so a
     // change in problems alone is pushed too (the proxy re-applies nothing for a version it runs).
@@ -215,6 +217,7 @@ function isIdentity(n: unknown): n is ProxyIdentity {
   if (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 253) return false;
   if (typeof o.namespace !== 'string' || !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(o.namespace)) return false;
   if (!o.labels || typeof o.labels !== 'object' || Array.isArray(o.labels)) return false;
+  if (o.egress !== undefined && typeof o.egress !== 'boolean') return false;
   const labels = Object.entries(o.labels as Record<string, unknown>);
   return labels.length <= 64 && labels.every(([k, v]) => typeof v === 'string' && k.length <= 317 && v.length <= 63);
 }

@@ -186,7 +186,9 @@ export function buildCluster(idx: Indexes, ref: DestinationRef, sink: ProblemSin
     port: ref.port,
     subset: ref.subset,
     protocol: servicePort !== null && HTTP2_PROTOCOLS.has(servicePort.protocol) ? 'http2' : 'http1',
-    dns: service !== null && (service.resolution === 'DNS' || service.resolution === 'DNS_ROUND_ROBIN'),
+    // A named NONE host's endpoint is the host name itself (registry.ts), resolved like DNS.
+    dns: service !== null && (service.resolution === 'DNS' || service.resolution === 'DNS_ROUND_ROBIN'
+      || (service.resolution === 'NONE' && !service.hostname.startsWith('*'))),
     tls: tls === 'unusable' ? null : tls,
     endpoints,
     lb: loadBalancer(policy.loadBalancer?.value),

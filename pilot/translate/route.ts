@@ -108,7 +108,7 @@ function headerOps(ops: HeaderOperations | undefined): HeaderOps | null {
 
 // Istio: no `retries` → the default policy; `attempts` 0 or unset → no retries at all; a
 // `retryOn` replaces the default conditions, its numbers become retriable status codes.
-function retryPolicy(r: HTTPRetry | undefined): RetryPolicy | null {
+export function retryPolicy(r: HTTPRetry | undefined): RetryPolicy | null {
   if (r === undefined) {
     return { ...DEFAULT_RETRY_POLICY, retryOn: [...DEFAULT_RETRY_POLICY.retryOn], retriableStatusCodes: [...DEFAULT_RETRY_POLICY.retriableStatusCodes] };
   }
@@ -261,7 +261,7 @@ function domainRank(d: string): number {
 }
 
 /** Exact domains, then wildcards by suffix length (longest first), then `*`; ties by name. */
-function compareDomains(a: string, b: string): number {
+export function compareDomains(a: string, b: string): number {
   const ra = domainRank(a);
   const rb = domainRank(b);
   if (ra !== rb) return ra - rb;

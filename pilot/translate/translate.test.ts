@@ -1,6 +1,7 @@
-// Golden tests: every testdata/<case>.in.yaml is translated for an ingress gateway proxy
-// and compared with testdata/<case>.out.yaml. `UPDATE_GOLDEN=1` rewrites the expected
-// files (and deletes those whose input is gone); review the diff like any code change.
+// Golden tests: every testdata/<case>.in.yaml is translated for an ingress gateway proxy (or
+// the proxy and mesh config its header names) and compared with testdata/<case>.out.yaml.
+// `UPDATE_GOLDEN=1` rewrites the expected files (and deletes those whose input is gone);
+// review the diff like any code change.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync, unlinkSync, existsSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { toSnapshot } from '../../api/validate.ts';
 import { formatProblem } from '../../api/problems.ts';
 import type { ConfigSnapshot, Resource } from '../../api/istio.ts';
 import type { ProxyIdentity } from '../../api/proxyconfig.ts';
+import { parseMeshConfig } from '../../api/meshconfig.ts';
 import { translate } from './index.ts';
 
 const DIR = new URL('./testdata/', import.meta.url);
@@ -17,16 +19,45 @@ const UPDATE = process.env.UPDATE_GOLDEN === '1';
 
 const INGRESS: ProxyIdentity = { id: 'gateway~test~istio-system', namespace: 'istio-system', labels: { istio: 'ingressgateway' } };
 
-/** A case may run as another proxy: `# proxy-labels: istio=egressgateway,app=x` on its first line. */
-function proxyFor(text: string): ProxyIdentity {
-  const m = /^# proxy-labels:(.*)$/m.exec(text.split('\n')[0]);
-  if (!m) return INGRESS;
-  const labels: Record<string, string> = {};
-  for (const pair of m[1].split(',')) {
-    const [k, v] = pair.trim().split('=');
-    if (k) labels[k] = v ?? '';
+/**
+ * A case may run as another proxy, and with a mesh config, set in its leading comment lines:
+ *   # proxy-labels: istio=egressgateway,app=x
+ *   # proxy-egress: true
+ *   # mesh-config: {outboundTrafficPolicy: {mode: ALLOW_ANY}, meshgate: {egressAudit: true}}
+ */
+function header(text: string, key: string): string | null {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('#')) break;
+    const m = new RegExp(`^# ${key}:(.*)$`).exec(line);
+    if (m) return m[1].trim();
   }
-  return { ...INGRESS, labels };
+  return null;
+}
+
+function proxyFor(text: string): ProxyIdentity {
+  const proxy: ProxyIdentity = { ...INGRESS };
+  const labelText = header(text, 'proxy-labels');
+  if (labelText !== null) {
+    const labels: Record<string, string> = {};
+    for (const pair of labelText.split(',')) {
+      const [k, v] = pair.trim().split('=');
+      if (k) labels[k] = v ?? '';
+    }
+    proxy.labels = labels;
+  }
+  if (header(text, 'proxy-egress') === 'true') proxy.egress = true;
+  return proxy;
+}
+
+function snapshotFor(text: string, resources: Resource[]): ConfigSnapshot {
+  const snapshot = toSnapshot(resources);
+  const mesh = header(text, 'mesh-config');
+  if (mesh !== null) {
+    const r = parseMeshConfig('mesh-config', mesh);
+    assert.deepEqual(r.problems.map(formatProblem), [], 'the mesh-config header must parse cleanly');
+    snapshot.mesh = r.config!;
+  }
+  return snapshot;
 }
 
 function load(name: string, text: string): Resource[] {
@@ -48,7 +79,7 @@ describe('translate golden files', () => {
     const name = file.slice(0, -'.in.yaml'.length);
     test(name, () => {
       const text = readFileSync(new URL(file, DIR), 'utf8');
-      const got = render(toSnapshot(load(file, text)), proxyFor(text));
+      const got = render(snapshotFor(text, load(file, text)), proxyFor(text));
       const outUrl = new URL(`${name}.out.yaml`, DIR);
       if (UPDATE) {
         writeFileSync(outUrl, got);
@@ -72,7 +103,7 @@ describe('translate is deterministic', () => {
       const text = readFileSync(new URL(file, DIR), 'utf8');
       const resources = load(file, text);
       const proxy = proxyFor(text);
-      const snap = toSnapshot(resources);
+      const snap = snapshotFor(text, resources);
       const before = JSON.stringify(snap);
       const first = translate(snap, proxy);
       assert.deepEqual(translate(snap, proxy), first);
@@ -80,8 +111,8 @@ describe('translate is deterministic', () => {
       // Fixed permutations rather than a random shuffle keep failures repeatable.
       const reversed = [...resources].reverse();
       const interleaved = [...resources.filter((_, i) => i % 2 === 1), ...resources.filter((_, i) => i % 2 === 0)];
-      assert.deepEqual(translate(toSnapshot(reversed), proxy), first);
-      assert.deepEqual(translate(toSnapshot(interleaved), proxy), first);
+      assert.deepEqual(translate(snapshotFor(text, reversed), proxy), first);
+      assert.deepEqual(translate(snapshotFor(text, interleaved), proxy), first);
     });
   }
 });
