@@ -16,6 +16,9 @@ import type { Upstreams } from './upstream/types.ts';
 import { JwksPool } from '../policies/jwks.ts';
 import { buildPolicyRuntime, policyStatus, retirePolicyRuntime, type PolicyRuntime } from './policy.ts';
 import { GatewayMetrics, renderMetrics, startMetricsServer, type MetricJson } from './metrics.ts';
+import { createResolver, type Resolver } from './resolver.ts';
+import { ForwardProxy } from './egress/proxy.ts';
+import { buildEgressRuntime, type EgressRuntime } from './egress/runtime.ts';
 
 export interface DataPlaneOptions {
   /** Default 127.0.0.1: the admin port exposes config, keep it local. */
@@ -42,6 +45,14 @@ export interface DataPlaneOptions {
   replicas?: number;
   /** X-Forwarded-For hops in front of this gateway that are trusted for remote.ip / remoteIpBlocks. */
   trustedProxies?: number;
+  /**
+   * The egress forward proxy (HTTP_PROXY / HTTPS_PROXY target): bound when an applied config
+   * has `egress` (pilot adds it for proxies whose identity says egress). `port` 0 =
+   * ephemeral (see `proxyPort`); `address` default 0.0.0.0. Null/absent: no forward proxy.
+   */
+  forwardProxy?: { port: number; address?: string } | null;
+  /** How names become addresses (DNS clusters, CONNECT tunnels, CIDR checks). Default: the system's, no overrides. */
+  resolver?: Resolver;
 }
 
 interface CompiledListener {
@@ -57,6 +68,9 @@ export class DataPlane {
   private readonly upstreams: Upstreams;
   private readonly log: Logger | null;
   private listeners = new Map<number, PortListener>();
+  private forward: ForwardProxy | null = null;
+  private egress: EgressRuntime | null = null;
+  readonly resolver: Resolver;
   private config: ProxyConfig | null = null;
   private applying: Promise<void> = Promise.resolve();
   private admin: http.Server | null = null;
@@ -82,6 +96,12 @@ export class DataPlane {
     this.opts = opts;
     this.upstreams = opts.upstreams;
     this.log = opts.log ?? null;
+    this.resolver = opts.resolver ?? createResolver();
+  }
+
+  /** Bound port of the egress forward proxy; 0 when it is not running. */
+  get proxyPort(): number {
+    return this.forward === null ? 0 : this.forward.boundPort;
   }
 
   get version(): string | null {
@@ -177,6 +197,21 @@ export class DataPlane {
       throw new Error(`policies: ${(e as Error).message}`);
     }
 
+    // 1c. Egress: the allowlist and the outbound route tables compile before anything
+    // changes, like the listeners'; they share the listeners' upstreams, policies and metrics.
+    let egress: EgressRuntime | null = null;
+    if (config.egress !== undefined && config.egress !== null) {
+      try {
+        egress = buildEgressRuntime(config.egress, {
+          upstreams: this.upstreams, normalize: this.opts.normalize ?? DEFAULT_NORMALIZE, log: this.log, policies, metrics: this.metrics,
+        }, this.resolver);
+      } catch (e) {
+        retirePolicyRuntime(policies);
+        throw e;
+      }
+    }
+    const wantProxy = egress !== null && this.opts.forwardProxy != null;
+
     // 2. Clusters: the upstream half validates and swaps its own state, or throws untouched.
     try {
       this.upstreams.update(config.clusters);
@@ -190,6 +225,7 @@ export class DataPlane {
     const opened: PortListener[] = [];
     const replaced: PortListener[] = [];
     const runtimes = new Map<number, ListenerRuntime>();
+    let newProxy: ForwardProxy | null = null;
     try {
       for (const c of compiled) {
         const l = c.listener;
@@ -219,8 +255,20 @@ export class DataPlane {
         }
         opened.push(pl);
       }
+      if (wantProxy && this.forward === null) {
+        const fp = this.opts.forwardProxy!;
+        const address = fp.address ?? '0.0.0.0';
+        newProxy = new ForwardProxy(address, fp.port, egress!, this.opts.reusePort ?? false);
+        try {
+          await newProxy.listen();
+        } catch (e) {
+          newProxy = null;
+          throw new Error(`egress forward proxy: cannot listen on ${address}:${fp.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        }
+      }
     } catch (e) {
       retirePolicyRuntime(policies);
+      if (newProxy !== null) await newProxy.close(0);
       for (const pl of opened) await pl.close(0);
       for (const old of replaced) await old.listen(old.boundPort).catch(() => {});
       if (this.config !== null) {
@@ -246,6 +294,17 @@ export class DataPlane {
       if (next.get(old.gatewayPort) !== old) void old.close(drainMs);
     }
     this.listeners = next;
+    // Egress: requests and tunnels already running keep the runtime they read.
+    if (newProxy !== null) {
+      this.forward = newProxy;
+    } else if (this.forward !== null) {
+      if (wantProxy) this.forward.update(egress!);
+      else {
+        void this.forward.close(drainMs);
+        this.forward = null;
+      }
+    }
+    this.egress = egress;
     this.config = config;
     const retired = this.policies;
     this.policies = policies;
@@ -255,6 +314,7 @@ export class DataPlane {
   private ready(): boolean {
     if (this.config === null) return false;
     for (const l of this.listeners.values()) if (l.boundPort === 0) return false;
+    if (this.egress !== null && this.opts.forwardProxy != null && this.proxyPort === 0) return false;
     return this.listeners.size === this.config.listeners.length;
   }
 
@@ -289,6 +349,26 @@ export class DataPlane {
         node: this.config?.proxy ?? null,
       }),
       ready: () => this.ready(),
+      egress: () => this.egressStatus(),
+    };
+  }
+
+  /** The admin port's /egress: what the forward proxy enforces and what it decided so far. */
+  private egressStatus(): unknown {
+    const e = this.egress;
+    if (e === null) return { enabled: false };
+    const m = this.metrics.egressSummary();
+    return {
+      enabled: true,
+      proxy: this.forward === null ? null : { address: this.forward.address, port: this.forward.boundPort },
+      mode: e.policy.mode,
+      audit: e.policy.audit,
+      entries: e.policy.size,
+      outboundPorts: [...e.outbound.keys()],
+      resolverOverrides: Object.fromEntries(this.resolver.overrides),
+      tunnelsActive: m.tunnelsActive,
+      // This process's counts; with --concurrency, /stats/prometheus has every process's.
+      hosts: m.hosts,
     };
   }
 
@@ -297,7 +377,9 @@ export class DataPlane {
     await this.applying;
     const all = [...this.listeners.values()];
     this.listeners = new Map();
-    await Promise.all(all.map((l) => l.close(graceMs)));
+    const fp = this.forward;
+    this.forward = null;
+    await Promise.all([...all.map((l) => l.close(graceMs)), fp?.close(graceMs)]);
     retirePolicyRuntime(this.policies);
     this.policies = null;
     if (this.admin !== null) await closeServer(this.admin);

@@ -14,7 +14,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AggregatorRegistry, Registry } from 'prom-client';
-import type { ProxyIdentity } from '../api/proxyconfig.ts';
+import { BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, type ProxyIdentity } from '../api/proxyconfig.ts';
 import type { PolicyRuntime } from './policy.ts';
 import type { DownstreamReq, ResponseFlag } from './upstream/types.ts';
 
@@ -139,6 +139,8 @@ export class Destination {
 
 /** `outbound|<port>|<subset>|<host>` (pilot's cluster names) → host and subset. */
 function parseClusterName(name: string): { service: string; subset: string } {
+  // Istio reports its two special clusters under their own names (dashboards filter on them).
+  if (name === BLACKHOLE_CLUSTER || name === PASSTHROUGH_CLUSTER) return { service: name, subset: '' };
   const p = name.split('|');
   if (p.length === 4 && p[0] === 'outbound' && p[3] !== '') return { service: p[3], subset: p[2] };
   return { service: 'unknown', subset: '' };
@@ -227,6 +229,25 @@ class Cells {
   }
 }
 
+// ---------------------------------------------------------------- egress
+
+export type EgressVerdict = 'allowed' | 'blocked' | 'audited';
+
+/** Distinct `destination_host` values per process; later hosts are counted as `other`. */
+export const MAX_EGRESS_HOSTS = 1000;
+/** Distinct egress label sets per process (hosts × ports × …); later ones fold into `other`. */
+const MAX_EGRESS_SERIES = 10_000;
+
+/** An open tunnel's byte counts, read when it closes and at scrape time while it is open. */
+export interface TunnelBytes {
+  /** Client → destination. */
+  sent(): number;
+  /** Destination → client. */
+  received(): number;
+}
+
+export type TunnelFailure = 'sni_refused' | 'tcp_refused' | 'clienthello_invalid' | 'clienthello_timeout' | 'connect_error' | 'connect_timeout';
+
 // ---------------------------------------------------------------- the metrics of one process
 
 export interface GatewayMetricsOptions {
@@ -256,6 +277,16 @@ export class GatewayMetrics {
   private configVersion: string | null = null;
   private readonly applies = new Cells();
 
+  /** meshgate_egress_requests_total, by `host|port|protocol|decision`. */
+  private readonly egress = new Cells();
+  /** Host label values handed out so far; beyond MAX_EGRESS_HOSTS a new host counts as `other`. */
+  private readonly egressHosts = new Set<string>();
+  private readonly tunnels = new Set<TunnelBytes>();
+  /** Bytes of tunnels already closed; open ones are read at scrape time. */
+  private tunnelSent = 0;
+  private tunnelReceived = 0;
+  private readonly tunnelFailures = new Cells();
+
   constructor(opts: GatewayMetricsOptions = {}) {
     this.policies = opts.policies ?? (() => null);
     this.jwtOk = this.jwt.cell('ok', { result: 'ok', reason: '' });
@@ -282,6 +313,10 @@ export class GatewayMetrics {
     for (const c of clusters) {
       const cur = this.byCluster.get(c.name);
       const subset = c.subset ?? '';
+      if (c.name === PASSTHROUGH_CLUSTER || c.name === BLACKHOLE_CLUSTER) {
+        next.set(c.name, cur ?? new Destination(c.name, ''));
+        continue;
+      }
       next.set(c.name, cur !== undefined && cur.service === c.service && cur.version === (subset === '' ? 'unknown' : subset) ? cur : new Destination(c.service, subset));
     }
     this.byCluster = next;
@@ -360,6 +395,82 @@ export class GatewayMetrics {
     else if (p.authz !== null) this.authzAllow.value++;
   }
 
+  // -------------------------------------------------------------- egress forward proxy
+
+  /**
+   * One forward-proxy decision (a plain request, or a tunnel once its ClientHello was
+   * checked). The host label is whatever the client asked for, so the number of distinct
+   * values is capped: a client cycling through random names cannot grow the scrape without
+   * bound.
+   */
+  egressDecision(host: string, port: number, protocol: 'http' | 'connect', decision: EgressVerdict): void {
+    let h = host;
+    if (!this.egressHosts.has(h)) {
+      if (this.egressHosts.size >= MAX_EGRESS_HOSTS) h = 'other';
+      else this.egressHosts.add(h);
+    }
+    let key = `${h}|${port}|${protocol}|${decision}`;
+    let c = this.egress.byKey.get(key);
+    if (c === undefined) {
+      // Ports multiply the host values; past the series cap the port is folded too.
+      let p = String(port);
+      if (this.egress.byKey.size >= MAX_EGRESS_SERIES) {
+        h = 'other';
+        p = 'other';
+        key = `other|other|${protocol}|${decision}`;
+      }
+      c = this.egress.cell(key, { destination_host: h, destination_port: p, protocol, decision });
+    }
+    c.value++;
+  }
+
+  tunnelOpened(t: TunnelBytes): void {
+    this.tunnels.add(t);
+  }
+
+  tunnelClosed(t: TunnelBytes): void {
+    if (!this.tunnels.delete(t)) return;
+    this.tunnelSent += t.sent();
+    this.tunnelReceived += t.received();
+  }
+
+  /** A tunnel that was allowed at CONNECT but ended before carrying anything. */
+  tunnelFailed(reason: TunnelFailure): void {
+    const c = this.tunnelFailures.byKey.get(reason) ?? this.tunnelFailures.cell(reason, { reason });
+    c.value++;
+  }
+
+  /** Per destination host: what the forward proxy decided so far (the admin port's /egress). */
+  egressSummary(): { tunnelsActive: number; hosts: Record<string, Record<string, number>> } {
+    const hosts: Record<string, Record<string, number>> = {};
+    for (const c of this.egress.byKey.values()) {
+      const l = c.labels;
+      const key = `${l.destination_host}:${l.destination_port}`;
+      const row = hosts[key] ??= { allowed: 0, blocked: 0, audited: 0 };
+      row[l.decision] += c.value;
+    }
+    return { tunnelsActive: this.tunnels.size, hosts };
+  }
+
+  private egressJson(out: MetricJson[]): void {
+    if (this.egress.byKey.size === 0 && this.tunnelFailures.byKey.size === 0 && this.tunnels.size === 0 && this.tunnelSent === 0) return;
+    let sent = this.tunnelSent;
+    let received = this.tunnelReceived;
+    for (const t of this.tunnels) {
+      sent += t.sent();
+      received += t.received();
+    }
+    out.push(
+      { name: 'meshgate_egress_requests_total', help: 'Egress forward-proxy decisions: plain HTTP requests (protocol http) and CONNECT tunnels (protocol connect), by destination; audited = let through by audit mode, REGISTRY_ONLY would block it.', type: 'counter', aggregator: 'sum', values: this.egress.values() },
+      { name: 'meshgate_egress_tunnels_active', help: 'CONNECT tunnels open now.', type: 'gauge', aggregator: 'sum', values: [{ value: this.tunnels.size, labels: {} }] },
+      {
+        name: 'meshgate_egress_tunnel_bytes_total', help: 'Bytes carried by CONNECT tunnels: sent to the destination, received from it.', type: 'counter', aggregator: 'sum',
+        values: [{ value: sent, labels: { direction: 'sent' } }, { value: received, labels: { direction: 'received' } }],
+      },
+      { name: 'meshgate_egress_tunnel_failures_total', help: 'CONNECT tunnels that ended before carrying data: ClientHello refused, timed out or too large; destination unreachable.', type: 'counter', aggregator: 'sum', values: this.tunnelFailures.values() },
+    );
+  }
+
   // -------------------------------------------------------------- at scrape time
 
   /** This process's metrics in prom-client's JSON shape (what a worker sends the first process). */
@@ -387,6 +498,7 @@ export class GatewayMetrics {
       { name: 'meshgate_config_version_info', help: 'The config version serving now (value 1).', type: 'gauge', aggregator: 'first', values: this.configVersion === null ? [] : [{ value: 1, labels: { version: this.configVersion } }] },
     ];
     this.rateLimitJson(out);
+    this.egressJson(out);
     return out;
   }
 
