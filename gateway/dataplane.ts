@@ -19,6 +19,7 @@ import { GatewayMetrics, renderMetrics, startMetricsServer, type MetricJson } fr
 import { createResolver, type Resolver } from './resolver.ts';
 import { ForwardProxy } from './egress/proxy.ts';
 import { buildEgressRuntime, type EgressRuntime } from './egress/runtime.ts';
+import { DestinationGuard } from './egress/guard.ts';
 
 export interface DataPlaneOptions {
   /** Default 127.0.0.1: the admin port exposes config, keep it local. */
@@ -53,6 +54,8 @@ export interface DataPlaneOptions {
   forwardProxy?: { port: number; address?: string } | null;
   /** How names become addresses (DNS clusters, CONNECT tunnels, CIDR checks). Default: the system's, no overrides. */
   resolver?: Resolver;
+  /** Addresses the egress proxy never connects to for a client; this data plane adds its own ports. Share it with createUpstreams. */
+  guard?: DestinationGuard;
 }
 
 interface CompiledListener {
@@ -71,6 +74,7 @@ export class DataPlane {
   private forward: ForwardProxy | null = null;
   private egress: EgressRuntime | null = null;
   readonly resolver: Resolver;
+  readonly guard: DestinationGuard;
   private config: ProxyConfig | null = null;
   private applying: Promise<void> = Promise.resolve();
   private admin: http.Server | null = null;
@@ -97,6 +101,7 @@ export class DataPlane {
     this.upstreams = opts.upstreams;
     this.log = opts.log ?? null;
     this.resolver = opts.resolver ?? createResolver();
+    this.guard = opts.guard ?? new DestinationGuard();
   }
 
   /** Bound port of the egress forward proxy; 0 when it is not running. */
@@ -144,6 +149,7 @@ export class DataPlane {
         this.metricsServer = m.server;
         this.metricsPort = m.port;
       }
+      this.guard.addOwnPorts([this.adminPort, this.healthPort, this.metricsPort]);
     } catch (e) {
       await closeServer(admin.server);
       this.admin = null;
@@ -204,7 +210,7 @@ export class DataPlane {
       try {
         egress = buildEgressRuntime(config.egress, {
           upstreams: this.upstreams, normalize: this.opts.normalize ?? DEFAULT_NORMALIZE, log: this.log, policies, metrics: this.metrics,
-        }, this.resolver);
+        }, this.resolver, this.guard);
       } catch (e) {
         retirePolicyRuntime(policies);
         throw e;
@@ -306,6 +312,7 @@ export class DataPlane {
     }
     this.egress = egress;
     this.config = config;
+    this.guard.addOwnPorts([this.adminPort, this.healthPort, this.metricsPort, this.proxyPort, ...Object.values(this.ports())]);
     const retired = this.policies;
     this.policies = policies;
     retirePolicyRuntime(retired);

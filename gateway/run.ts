@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { ProxyIdentity } from '../api/proxyconfig.ts';
 import { DataPlane } from './dataplane.ts';
 import { createResolver, type Resolver } from './resolver.ts';
+import { DestinationGuard } from './egress/guard.ts';
 import { createUpstreams } from './upstream/index.ts';
 import { DiscoveryClient, type Applier } from './discovery-client.ts';
 import { WorkerPool, workerEnv } from './workers.ts';
@@ -37,11 +38,13 @@ export interface RunningGateway {
 export async function startGateway(opts: GatewayOptions): Promise<RunningGateway> {
   const concurrency = opts.concurrency ?? 1;
   const resolver = opts.resolver ?? createResolver();
+  const guard = new DestinationGuard();
   const dataplane = new DataPlane({
     adminPort: opts.adminPort ?? 15000,
     healthPort: opts.healthPort ?? 15021,
     metricsPort: opts.metricsPort === undefined ? 15090 : opts.metricsPort,
-    upstreams: createUpstreams({ log: opts.log, resolver }),
+    upstreams: createUpstreams({ log: opts.log, resolver, guard }),
+    guard,
     log: opts.log,
     portMap: opts.portMap ?? {},
     reusePort: concurrency > 1,

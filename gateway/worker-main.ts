@@ -4,13 +4,16 @@
 import pino from 'pino';
 import { DataPlane } from './dataplane.ts';
 import { createUpstreams } from './upstream/index.ts';
+import { DestinationGuard } from './egress/guard.ts';
 import { readWorkerEnv } from './workers.ts';
 import type { FromWorker, ToWorker } from './workers.ts';
 
 const log = pino({ level: process.env.MESHGATE_LOG_LEVEL ?? 'info', base: { pid: process.pid, worker: Number(process.env.MESHGATE_WORKER ?? 0) } });
 const { resolver, forwardProxy } = readWorkerEnv(process.env);
+const guard = new DestinationGuard();
 const dataplane = new DataPlane({
-  upstreams: createUpstreams({ log, resolver }), log, reusePort: true, portMap: {}, metricsPort: null,
+  guard,
+  upstreams: createUpstreams({ log, resolver, guard }), log, reusePort: true, portMap: {}, metricsPort: null,
   redis: process.env.MESHGATE_REDIS || null,
   replicas: Number(process.env.MESHGATE_REPLICAS ?? 1),
   trustedProxies: Number(process.env.MESHGATE_TRUSTED_PROXIES ?? 0),
@@ -28,6 +31,9 @@ process.on('message', (m: ToWorker) => {
   if (m.type === 'apply') {
     dataplane.setPortMap(m.ports);
     if (forwardProxy !== null && m.proxyPort !== 0) forwardProxy.port = m.proxyPort;
+    // Workers have no admin, health or metrics ports of their own: the first process's are
+    // what the egress guard must keep clients away from.
+    guard.addOwnPorts(m.ownPorts);
     dataplane.apply(m.config).then(
       () => reply({ type: 'applied', id: m.id }),
       (err: Error) => reply({ type: 'failed', id: m.id, error: err.message }),

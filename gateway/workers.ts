@@ -18,7 +18,7 @@ import type { MetricJson } from './metrics.ts';
 /** Messages between the first process and its workers (node IPC). */
 export type ToWorker =
   /** `proxyPort`: where the first process's forward proxy listens (0: it runs none). */
-  | { type: 'apply'; id: number; config: ProxyConfig; ports: Record<number, number>; proxyPort: number }
+  | { type: 'apply'; id: number; config: ProxyConfig; ports: Record<number, number>; proxyPort: number; ownPorts: number[] }
   | { type: 'metrics'; id: number }
   | { type: 'close' };
 export type FromWorker =
@@ -159,7 +159,7 @@ export class WorkerPool implements Applier {
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       w.pending.set(id, { resolve, reject });
-      const msg: ToWorker = { type: 'apply', id, config, ports: this.opts.primary.ports(), proxyPort: this.opts.primary.proxyPort };
+      const msg: ToWorker = { type: 'apply', id, config, ports: this.opts.primary.ports(), proxyPort: this.opts.primary.proxyPort, ownPorts: this.opts.primary.guard.ownPorts() };
       w.child.send(msg, (err) => {
         if (err) {
           w.pending.delete(id);

@@ -11,6 +11,7 @@ import { ProxyAgent, fetch as undiciFetch } from 'undici';
 import { WebSocket } from 'ws';
 import { DataPlane } from '../dataplane.ts';
 import { createResolver } from '../resolver.ts';
+import { DestinationGuard } from './guard.ts';
 import { createUpstreams } from '../upstream/index.ts';
 import type { EgressConfig, EgressEntry } from '../../api/policy.ts';
 import type { Cluster, Listener, ProxyConfig } from '../../api/proxyconfig.ts';
@@ -229,9 +230,10 @@ describe('egress forward proxy', () => {
     const log = pino({ level: 'info' }, new Writable({
       write(chunk: Buffer, _enc, cb) { logLines.push(JSON.parse(chunk.toString())); cb(); },
     }));
+    const guard = new DestinationGuard();
     const dp = new DataPlane({
-      upstreams: createUpstreams({ resolver }), adminPort: 0, healthPort: 0, metricsPort: null, drainMs: 300, log,
-      forwardProxy: { port: 0, address: '127.0.0.1' }, resolver,
+      upstreams: createUpstreams({ resolver, guard }), adminPort: 0, healthPort: 0, metricsPort: null, drainMs: 300, log,
+      forwardProxy: { port: 0, address: '127.0.0.1' }, resolver, guard,
     });
     planes.push(dp);
     await dp.start();
@@ -414,6 +416,25 @@ describe('egress forward proxy', () => {
     assert.equal(total(m, 'meshgate_egress_requests_total', { destination_host: 'evil.example', decision: 'audited' }), 1);
     assert.equal(total(m, 'meshgate_egress_requests_total', { destination_host: 'anything.test', protocol: 'connect', decision: 'audited' }), 1);
     assert.equal(total(m, 'meshgate_egress_requests_total', { decision: 'blocked' }), 0);
+  });
+
+  test('whatever the mode, the proxy never connects for a client to its own admin port or to link-local addresses', async () => {
+    const { dp, port } = await plane(egressConfig({ mode: 'ALLOW_ANY' }, { outbound: [] }));
+    const admin = await viaProxy(port, `http://127.0.0.1:${dp.adminPort}/config_dump`);
+    assert.equal(admin.status, 502, admin.body);
+    assert.match(admin.body, /own port/);
+    assert.doesNotMatch(admin.body, /"version"/);
+    // By name: refused when the name resolves, inside the connect (no config leaks either way).
+    const byName = await viaProxy(port, `http://localhost:${dp.adminPort}/config_dump`);
+    assert.equal(byName.status, 503, byName.body);
+    assert.doesNotMatch(byName.body, /"version"/);
+    const metadata = await viaProxy(port, 'http://169.254.169.254/latest/meta-data/iam/');
+    assert.equal(metadata.status, 502);
+    assert.match(metadata.body, /link-local/);
+    for (const target of ['169.254.169.254:80', '[::ffff:169.254.169.254]:80', '[fe80::1]:443', `127.0.0.1:${dp.adminPort}`]) {
+      const refused = await refusedConnect(port, target);
+      assert.match(refused, /^HTTP\/1\.1 502/, `${target}: ${refused}`);
+    }
   });
 
   test('ALLOW_ANY lets unknown hosts through, plain and tunnelled', async () => {

@@ -128,6 +128,8 @@ function selfDecision(dest: Destination): EgressDecision {
 function decideHttp(fp: ForwardProxy, rt: EgressRuntime, dest: Destination): EgressDecision {
   if (dest.ip && fp.isSelf(dest.host, dest.port)) return selfDecision(dest);
   if (dest.host === 'localhost' && dest.port === fp.boundPort) return selfDecision(dest);
+  const forbidden = dest.ip ? rt.guard.check(dest.host, dest.port) : null;
+  if (forbidden !== null) return { allowed: false, audited: false, entry: null, resolution: null, location: null, reason: forbidden };
   return rt.policy.decide({ host: dest.host, port: dest.port, protocol: 'HTTP', sni: null, address: null });
 }
 

@@ -8,6 +8,7 @@ import { PASSTHROUGH_CLUSTER } from '../../api/proxyconfig.ts';
 import { compileEgress, type EgressPolicy } from '../../policies/egress.ts';
 import type { ListenerRuntime } from '../pipeline.ts';
 import type { Resolver } from '../resolver.ts';
+import type { DestinationGuard } from './guard.ts';
 import { compileRouteTable, type RouteTable } from '../router.ts';
 
 /** The parts every outbound runtime shares with the Gateway listeners of the same version. */
@@ -22,6 +23,8 @@ export interface EgressRuntime {
   passthroughByPort: Map<number, ListenerRuntime>;
   shared: SharedRuntime;
   resolver: Resolver;
+  /** Refuses link-local/unspecified destinations and this proxy's own ports (guard.ts). */
+  guard: DestinationGuard;
 }
 
 /**
@@ -60,7 +63,7 @@ export function passthroughListener(): Listener {
 }
 
 /** Throws an Error naming `egress.policy` or the outbound listener that cannot be compiled. */
-export function buildEgressRuntime(cfg: EgressProxyConfig, shared: SharedRuntime, resolver: Resolver): EgressRuntime {
+export function buildEgressRuntime(cfg: EgressProxyConfig, shared: SharedRuntime, resolver: Resolver, guard: DestinationGuard): EgressRuntime {
   let policy: EgressPolicy;
   try {
     policy = compileEgress(cfg.policy);
@@ -79,7 +82,7 @@ export function buildEgressRuntime(cfg: EgressProxyConfig, shared: SharedRuntime
     }
     outbound.set(l.port, { ...shared, table, port: l.port, scheme: 'http' });
   }
-  return { policy, outbound, passthrough: compileRouteTable(passthroughListener()), passthroughByPort: new Map(), shared, resolver };
+  return { policy, outbound, passthrough: compileRouteTable(passthroughListener()), passthroughByPort: new Map(), shared, resolver, guard };
 }
 
 /** The runtime that routes an allowed plain HTTP request to `port`. */

@@ -122,8 +122,11 @@ async function connectResolved(fp: ForwardProxy, rt: EgressRuntime, req: http.In
   }
 
   let d: EgressDecision;
-  if (address !== null && fp.isSelf(address, dest.port)) {
-    d = { allowed: false, audited: false, entry: null, resolution: null, location: null, reason: `${shownDestination(dest.host, dest.port)} is this forward proxy; the tunnel would loop back into it` };
+  const forbidden = address === null ? null : fp.isSelf(address, dest.port)
+    ? `${shownDestination(dest.host, dest.port)} is this forward proxy; the tunnel would loop back into it`
+    : rt.guard.check(address, dest.port);
+  if (forbidden !== null) {
+    d = { allowed: false, audited: false, entry: null, resolution: null, location: null, reason: forbidden };
   } else {
     d = rt.policy.decide({ host: dest.host, port: dest.port, protocol: 'TLS', sni: null, address });
   }

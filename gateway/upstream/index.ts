@@ -21,6 +21,7 @@ import { ClusterRuntime } from './cluster.ts';
 import { BODY_NO_HEALTHY, forwardTo, writeLocalReply } from './forward.ts';
 import { mirrorTo } from './mirror.ts';
 import { PassthroughDestinations } from './passthrough.ts';
+import { DestinationGuard } from '../egress/guard.ts';
 import type { DownstreamReq, DownstreamRes, ForwardResult, ResponseHooks, UpstreamRequest, Upstreams } from './types.ts';
 import { upgradeTo, writeRawReply } from './websocket.ts';
 
@@ -36,10 +37,12 @@ export interface UpstreamsOptions {
   log?: Logger;
   /** The process's resolver (--resolve); default: DNS only. */
   resolver?: Resolver;
+  /** Addresses PassthroughCluster destinations must never reach (link-local, this proxy's own ports). */
+  guard?: DestinationGuard;
 }
 
 export function createUpstreams(opts: UpstreamsOptions = {}): Upstreams {
-  return new UpstreamSet(opts.log ?? null, opts.resolver ?? createResolver());
+  return new UpstreamSet(opts.log ?? null, opts.resolver ?? createResolver(), opts.guard ?? new DestinationGuard());
 }
 
 class UpstreamSet implements Upstreams {
@@ -50,9 +53,12 @@ class UpstreamSet implements Upstreams {
   passthrough: PassthroughDestinations | null = null;
   closed = false;
 
-  constructor(log: Logger | null, resolver: Resolver) {
+  readonly guard: DestinationGuard;
+
+  constructor(log: Logger | null, resolver: Resolver, guard: DestinationGuard) {
     this.log = log;
     this.resolver = resolver;
+    this.guard = guard;
   }
 
   update(clusters: Cluster[]): void {
@@ -85,7 +91,7 @@ class UpstreamSet implements Upstreams {
       this.passthrough.drain();
       this.passthrough = null;
     }
-    if (base !== undefined && this.passthrough === null) this.passthrough = new PassthroughDestinations(base, this.log, this.resolver.lookup);
+    if (base !== undefined && this.passthrough === null) this.passthrough = new PassthroughDestinations(base, this.log, this.resolver.lookup, this.guard);
     this.log?.debug({ clusters: next.size }, 'upstream clusters updated');
   }
 

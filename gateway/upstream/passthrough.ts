@@ -9,6 +9,7 @@
 // set of names a forward proxy's clients ask for is open-ended; a dropped destination
 // drains like a cluster removed from the config (requests using it finish, then its
 // connections close).
+import { lookup as dnsLookup } from 'node:dns';
 import net from 'node:net';
 import type { LookupFunction } from 'node:net';
 import { LRUCache } from 'lru-cache';
@@ -16,6 +17,7 @@ import type { Logger } from 'pino';
 import type { Cluster } from '../../api/proxyconfig.ts';
 import { PASSTHROUGH_CLUSTER } from '../../api/proxyconfig.ts';
 import { ClusterRuntime } from './cluster.ts';
+import type { DestinationGuard } from '../egress/guard.ts';
 
 /** Destinations kept at once; the least recently used one goes first. */
 const MAX_DESTINATIONS = 1000;
@@ -102,10 +104,13 @@ export class PassthroughDestinations {
   /** Set by take(): the caller closes the runtimes itself. */
   taken = false;
 
-  constructor(base: ClusterRuntime, log: Logger | null, lookup: LookupFunction | undefined) {
+  readonly guard: DestinationGuard | null;
+
+  constructor(base: ClusterRuntime, log: Logger | null, lookup: LookupFunction | undefined, guard: DestinationGuard | null = null) {
     this.base = base;
     this.log = log;
     this.lookup = lookup;
+    this.guard = guard;
     this.cache = new LRUCache<string, ClusterRuntime>({
       max: MAX_DESTINATIONS,
       ttl: IDLE_MS,
@@ -125,9 +130,14 @@ export class PassthroughDestinations {
     if (typeof d === 'string') return `invalid authority ${quoteAuthority(authority)} for ${PASSTHROUGH_CLUSTER}: ${d}`;
     const cur = this.cache.get(d.key);
     if (cur !== undefined) return cur;
+    // IP literals are checked here, names inside the lookup (on every resolution, so a name
+    // that later resolves to a metadata address is refused then).
+    const why = this.guard?.check(d.host, d.port) ?? null;
+    if (why !== null) return `${PASSTHROUGH_CLUSTER} refuses ${quoteAuthority(authority)}: ${why}`;
     let rt: ClusterRuntime;
     try {
-      rt = new ClusterRuntime(destinationCluster(this.base.def, d), '', this.log, this.lookup);
+      const lookup = this.guard === null ? this.lookup : this.guard.lookup(this.lookup ?? dnsLookup, d.port);
+      rt = new ClusterRuntime(destinationCluster(this.base.def, d), '', this.log, lookup);
     } catch (err) {
       return `${PASSTHROUGH_CLUSTER} cannot reach ${quoteAuthority(authority)}: ${(err as Error).message}`;
     }
