@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import { ROOT } from './helpers/meshgate.ts';
 import { eventually } from './helpers/tmp.ts';
 import { freePort } from './helpers/upstream.ts';
@@ -66,6 +67,28 @@ test('npm start: the README curl lines answer as printed', async (t) => {
   assert.equal(secure.status, 200);
   assert.equal(((await secure.json()) as { url: string }).url, '/secure/data');
   assert.equal((await get('/ping', { authorization: 'Bearer not.a.token' })).status, 401);
+
+  // The egress proxy on 3128, as curl -x sends to it (absolute-form).
+  const viaProxy = (url: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const u = new URL(url);
+    const req = http.request({ host: '127.0.0.1', port: 3128, path: url, headers: { host: u.host }, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.ok(readme.includes('curl -s -x localhost:3128 http://httpbin.org/anything'));
+  const allowed = await viaProxy('http://httpbin.org/anything');
+  assert.equal(allowed.status, 200);
+  assert.equal((JSON.parse(allowed.body) as { headers: { host: string } }).headers.host, 'httpbin.org');
+  const blockedLine = /curl -s -x localhost:3128 http:\/\/example\.com\/ +# → 502 (.*)\n/.exec(readme);
+  assert.ok(blockedLine, 'the README shows the blocked request');
+  const blocked = await viaProxy('http://example.com/');
+  assert.equal(blocked.status, 502);
+  assert.equal(blocked.body.trim(), blockedLine[1].trim());
 
   const dump = (await (await fetch('http://127.0.0.1:15000/config_dump')).json()) as { version: string };
   assert.match(dump.version, /^[0-9a-f]+$/);
