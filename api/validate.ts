@@ -662,7 +662,8 @@ function checkServiceEntry(c: Checker, spec: Obj): void {
     if (spec.endpoints !== undefined) c.error('MG_CONFIG_INVALID', ['spec', 'endpoints'], 'set only one of workloadSelector and endpoints');
   }
   if (resolution === 'NONE') {
-    c.unsupported(['spec', 'resolution'], `resolution NONE${spec.resolution === undefined ? ' (the default)' : ''} is not supported yet; treated as DNS`);
+    // Istio: the destination was already resolved. A gateway connects to the host itself
+    // (named hosts), and the egress allowlist decides on what the client asked for.
     if (spec.endpoints !== undefined) c.error('MG_CONFIG_INVALID', ['spec', 'endpoints'], 'resolution NONE cannot have endpoints; use STATIC or DNS');
   } else if (resolution === 'DNS_ROUND_ROBIN') {
     c.unsupported(['spec', 'resolution'], 'resolution DNS_ROUND_ROBIN is not supported yet; treated as DNS');
