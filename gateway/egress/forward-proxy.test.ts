@@ -386,6 +386,22 @@ describe('egress forward proxy', () => {
     assert.match(refused.body, /127\.0\.0\.1/);
   });
 
+  test('a server-speaks-first protocol allowed by address gets its banner through at once (no wait for a ClientHello)', async () => {
+    const banner = net.createServer((s) => { s.write('220 banner.internal ESMTP ready\r\n'); s.on('error', () => {}); });
+    await new Promise<void>((r) => banner.listen(0, '127.0.0.1', () => r()));
+    const bannerPort = (banner.address() as net.AddressInfo).port;
+    try {
+      const { port } = await plane(egressConfig({ entries: [...entries(), entry('smtp', ['banner.internal'], [[bannerPort, 'TCP']], ['127.0.0.1/32'])] }));
+      const t = await openTunnel(port, `127.0.0.1:${bannerPort}`);
+      assert.equal(t.status, 200);
+      // The client sends nothing: the proxy must connect without peeking for a ClientHello.
+      assert.equal(await nextData(t.socket), '220 banner.internal ESMTP ready\r\n');
+      t.socket.destroy();
+    } finally {
+      banner.close();
+    }
+  });
+
   test('plain bytes through a tunnel to an HTTPS-only host are cut before they reach it', async () => {
     const { port } = await plane();
     const t = await openTunnel(port, `api.example.com:${tlsEcho.port}`);

@@ -146,6 +146,14 @@ async function connectResolved(fp: ForwardProxy, rt: EgressRuntime, req: http.In
   const tunnel = new Tunnel(socket, fp.tunnels, rt);
   socket.on('close', () => { if (tunnel.upstream === null) tunnel.done(); });
   socket.write(ESTABLISHED);
+  // An address a TCP entry allows may carry any bytes, TLS or not: nothing to peek at, and
+  // protocols where the server speaks first (SMTP, MySQL) must not wait for a ClientHello.
+  const opaque = rt.policy.decide({ host: dest.host, port: dest.port, protocol: 'TCP', sni: null, address });
+  if (opaque.allowed && !opaque.audited) {
+    noteDecision(rt, dest.host, dest.port, 'connect', opaque, client, null);
+    dial(rt, tunnel, dest, address, head);
+    return;
+  }
   peek(socket, head, (hello, bytes, timedOut) => afterPeek(rt, tunnel, dest, address, d, hello, bytes, timedOut, client));
 }
 
