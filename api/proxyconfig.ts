@@ -43,6 +43,34 @@ export const PASSTHROUGH_CLUSTER = 'PassthroughCluster';
 export const BLACKHOLE_CLUSTER = 'BlackHoleCluster';
 
 /**
+ * Istio's catch-all virtual host of an outbound route table: whatever host the allowlist let
+ * through goes where it asked to. Pilot ends every outbound listener with it; the data plane
+ * uses it alone for ports that have no outbound listener.
+ */
+export function passthroughVirtualHost(name: string): VirtualHost {
+  return {
+    name,
+    domains: ['*'],
+    httpsRedirect: false,
+    routes: [{
+      name: 'passthrough',
+      routeName: null,
+      match: [],
+      action: { kind: 'route', clusters: [{ cluster: PASSTHROUGH_CLUSTER, weight: 100, requestHeaders: null, responseHeaders: null }], totalWeight: 100 },
+      rewrite: null,
+      timeoutMs: null,
+      // The destination is whatever the client named: do not replay its requests elsewhere.
+      retries: null,
+      fault: null,
+      mirrors: [],
+      cors: null,
+      requestHeaders: null,
+      responseHeaders: null,
+    }],
+  };
+}
+
+/**
  * What an egress proxy runs besides its Gateway listeners: the allowlist, and the mesh's
  * outbound routing for the plain HTTP requests its forward proxy accepts.
  *

@@ -4,7 +4,7 @@
 // (routes, policies, upstreams, metrics). Swapped whole on apply, like a PortListener's
 // runtime: a request or tunnel reads it once and finishes on the version it started with.
 import type { EgressProxyConfig, Listener } from '../../api/proxyconfig.ts';
-import { PASSTHROUGH_CLUSTER } from '../../api/proxyconfig.ts';
+import { passthroughVirtualHost } from '../../api/proxyconfig.ts';
 import { compileEgress, type EgressPolicy } from '../../policies/egress.ts';
 import type { ListenerRuntime } from '../pipeline.ts';
 import type { Resolver } from '../resolver.ts';
@@ -39,25 +39,7 @@ export function passthroughListener(): Listener {
     port: 0,
     protocol: 'HTTP',
     tls: null,
-    virtualHosts: [{
-      name: 'allow_any',
-      domains: ['*'],
-      httpsRedirect: false,
-      routes: [{
-        name: 'egress/passthrough',
-        routeName: 'allow_any',
-        match: [],
-        action: { kind: 'route', clusters: [{ cluster: PASSTHROUGH_CLUSTER, weight: 100, requestHeaders: null, responseHeaders: null }], totalWeight: 100 },
-        rewrite: null,
-        timeoutMs: null,
-        retries: null,
-        fault: null,
-        mirrors: [],
-        cors: null,
-        requestHeaders: null,
-        responseHeaders: null,
-      }],
-    }],
+    virtualHosts: [passthroughVirtualHost('allow_any')],
     sources: ['egress/passthrough'],
   };
 }

@@ -5,7 +5,7 @@
 import type { ConfigSnapshot, ServiceEntryResource, VirtualServiceResource } from '../../api/istio.ts';
 import type { EgressEntry } from '../../api/policy.ts';
 import type { Cluster, Listener, Route, VirtualHost } from '../../api/proxyconfig.ts';
-import { DEFAULT_CONNECTION_POOL, PASSTHROUGH_CLUSTER } from '../../api/proxyconfig.ts';
+import { DEFAULT_CONNECTION_POOL, PASSTHROUGH_CLUSTER, passthroughVirtualHost } from '../../api/proxyconfig.ts';
 import type { Problem } from '../../api/problems.ts';
 import { parseFieldPath } from '../../api/load.ts';
 import { intersectHosts, qualifyHost } from '../../api/hosts.ts';
@@ -93,26 +93,7 @@ interface PortTable {
 
 /** Istio's catch-all: whatever host the allowlist let through on this port goes where it asked to. */
 function passthroughHost(port: number): VirtualHost {
-  return {
-    name: `*:${port}`,
-    domains: ['*'],
-    httpsRedirect: false,
-    routes: [{
-      name: 'passthrough',
-      routeName: null,
-      match: [],
-      action: { kind: 'route', clusters: [{ cluster: PASSTHROUGH_CLUSTER, weight: 100, requestHeaders: null, responseHeaders: null }], totalWeight: 100 },
-      rewrite: null,
-      timeoutMs: null,
-      // The destination is whatever the client named: do not replay its requests elsewhere.
-      retries: null,
-      fault: null,
-      mirrors: [],
-      cors: null,
-      requestHeaders: null,
-      responseHeaders: null,
-    }],
-  };
+  return passthroughVirtualHost(`*:${port}`);
 }
 
 /** A ServiceEntry host no mesh VirtualService routes: straight to its own cluster, as Istio's default route. */
