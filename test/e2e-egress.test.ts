@@ -101,6 +101,42 @@ async function httpsEcho(name: string, pem: { certPem: string; keyPem: string },
   return { port: (server.address() as net.AddressInfo).port, got, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
+/**
+ * `<name>.example.test` as Istio's TLS origination guide sets it up: the workload speaks plain
+ * HTTP to port 80, a VirtualService sends it to the server's TLS port, a DestinationRule
+ * originates TLS there (verified against the system CAs, or `caFile` when given).
+ */
+function originateTls(name: string, tlsPort: number, caFile: string | null): string {
+  const host = `${name}.example.test`;
+  return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ${name}}
+spec:
+  hosts: [${host}]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: ${tlsPort}, name: https, protocol: HTTPS}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ${name}}
+spec:
+  hosts: [${host}]
+  http:
+  - match: [{port: 80}]
+    route: [{destination: {host: ${host}, port: {number: ${tlsPort}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ${name}}
+spec:
+  host: ${host}
+  trafficPolicy:
+    tls: {mode: SIMPLE${caFile === null ? '' : `, caCertificates: ${caFile}`}}
+`;
+}
+
 test('egress gateway: HTTP_PROXY and CONNECT allowlist, Istio samples as written, TLS origination, audit and ALLOW_ANY, removal at run time', async (t) => {
   const trusted = makeCA('trusted external CA');   // the gateway trusts it (NODE_EXTRA_CA_CERTS: a "system" CA)
   const other = makeCA('pinned-only CA');          // trusted only where a DestinationRule names it
@@ -162,60 +198,8 @@ spec:
   ports: [{number: ${rawTcpPort}, name: tcp, protocol: TCP}]
   resolution: NONE
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: untrusted}
-spec:
-  hosts: [untrusted.example.test]
-  ports:
-  - {number: 80, name: http, protocol: HTTP}
-  - {number: ${untrusted.port}, name: https, protocol: HTTPS}
-  resolution: DNS
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: pinned}
-spec:
-  hosts: [pinned.example.test]
-  ports:
-  - {number: 80, name: http, protocol: HTTP}
-  - {number: ${pinned.port}, name: https, protocol: HTTPS}
-  resolution: DNS
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: untrusted}
-spec:
-  hosts: [untrusted.example.test]
-  http:
-  - match: [{port: 80}]
-    route: [{destination: {host: untrusted.example.test, port: {number: ${untrusted.port}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: untrusted}
-spec:
-  host: untrusted.example.test
-  trafficPolicy:
-    tls: {mode: SIMPLE}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: pinned}
-spec:
-  hosts: [pinned.example.test]
-  http:
-  - match: [{port: 80}]
-    route: [{destination: {host: pinned.example.test, port: {number: ${pinned.port}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: pinned}
-spec:
-  host: pinned.example.test
-  trafficPolicy:
-    tls: {mode: SIMPLE, caCertificates: ${join(state.path, 'other-ca.pem')}}
-`);
+${originateTls('untrusted', untrusted.port, null)}---
+${originateTls('pinned', pinned.port, join(state.path, 'other-ca.pem'))}`);
   // Bad input next to good: each entry is reported and left out, the rest keeps working.
   await dir.write('bad.yaml', `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
