@@ -11,6 +11,8 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Listener, ServerCertificate } from '../api/proxyconfig.ts';
 import { handleRequest, handleUpgrade, isWebSocketUpgrade, type ListenerRuntime } from './pipeline.ts';
+import { closeIdleFast, FastConnection, type FastPort } from './h1/conn.ts';
+import { h1FastPathEnabled } from './h1/enabled.ts';
 
 /** Node's limit is per message; Envoy's default is 60 KiB, and clients beyond it get 431. */
 export const MAX_HEADER_BYTES = 60 * 1024;
@@ -131,7 +133,7 @@ function sanAllowed(sock: tls.TLSSocket, want: string[]): boolean {
 
 // ---------------------------------------------------------------- the port
 
-export class PortListener {
+export class PortListener implements FastPort {
   readonly address: string;
   readonly gatewayPort: number;
   readonly localPort: number;
@@ -145,9 +147,14 @@ export class PortListener {
   private readonly sockets = new Set<net.Socket>();
   /** SO_REUSEPORT: several worker processes bind the same port and the kernel spreads connections. */
   private readonly reusePort: boolean;
+  /** Plaintext HTTP/1.1 connections start on the fast path (h1/conn.ts), node's server takes what it declines. */
+  private readonly fastH1: boolean;
+  readonly keepAliveMs = KEEP_ALIVE_TIMEOUT_MS;
+  readonly keepAliveHeader = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(KEEP_ALIVE_TIMEOUT_MS / 1000)}\r\n`;
 
   constructor(address: string, gatewayPort: number, localPort: number, runtime: ListenerRuntime, sni: SniTable | null, reusePort = false) {
     this.reusePort = reusePort;
+    this.fastH1 = sni === null && h1FastPathEnabled();
     this.address = address;
     this.gatewayPort = gatewayPort;
     this.localPort = localPort;
@@ -228,6 +235,10 @@ export class PortListener {
       if (prefixOfPreface && n < H2_PREFACE.length) return;
       sock.removeListener('data', onData);
       sock.setTimeout(0);
+      if (!prefixOfPreface && this.fastH1) {
+        new FastConnection(sock, this).onData(buf);
+        return;
+      }
       sock.pause();
       sock.unshift(buf);
       if (prefixOfPreface) {
@@ -238,6 +249,16 @@ export class PortListener {
       }
     };
     sock.on('data', onData);
+  }
+
+  /** A connection the fast path declined (bytes already pushed back): node's server from here on. */
+  fallback(sock: net.Socket): void {
+    this.h1!.emit('connection', sock);
+    sock.resume();
+  }
+
+  private closeIdleFastConnections(): void {
+    if (this.fastH1) for (const s of this.sockets) closeIdleFast(s);
   }
 
   private admitTls(sock: tls.TLSSocket): boolean {
@@ -283,6 +304,7 @@ export class PortListener {
         this.h1.close(() => {});
         this.h1.closeIdleConnections();
       }
+      this.closeIdleFastConnections();
       if (this.h2 !== null) this.h2.close(() => {});
       (this.server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
       const sockets = this.sockets;
@@ -291,6 +313,7 @@ export class PortListener {
         if (sockets.size === 0) return resolve();
         // Keep-alive connections that finished their last request since the previous check.
         this.h1?.closeIdleConnections();
+        this.closeIdleFastConnections();
         (this.server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
         if (Date.now() >= deadline) {
           for (const s of sockets) s.destroy();

@@ -2,12 +2,14 @@
 // detection, TLS and one transport per endpoint (created on first use). Built when a config
 // version is applied; `key` (the cluster's JSON) tells the next version whether it can be
 // kept as is, pools and ejections included.
-import type { Socket } from 'node:net';
+import type { LookupFunction, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Cluster } from '../../api/proxyconfig.ts';
 import { EndpointState } from './endpoint.ts';
 import { H1Call, H1Transport } from './http1.ts';
 import { H2Call, H2Transport } from './http2.ts';
+import { FastH1Call, FastH1Transport } from '../h1/client.ts';
+import { h1FastPathEnabled } from '../h1/enabled.ts';
 import { Candidates, createPicker, hashCookieAttributes } from './lb.ts';
 import type { Picker } from './lb.ts';
 import { OutlierDetector } from './outlier.ts';
@@ -25,8 +27,15 @@ export class ClusterRuntime implements Gate {
   readonly outlier: OutlierDetector | null;
   readonly tls: TlsSetup | null;
   readonly http2: boolean;
+  /** Plaintext HTTP/1.1 through meshgate's own keep-alive client (h1/client.ts) instead of undici. */
+  readonly fastH1: boolean;
   /** Set-Cookie attributes for generated hash cookies, or null. */
   readonly cookieAttributes: string | null;
+  /**
+   * The process's resolver, for every connection to an endpoint named by host name (DNS
+   * clusters, passthrough destinations); undefined: node's own dns.lookup.
+   */
+  readonly lookup: LookupFunction | undefined;
 
   // Gate
   pending = 0;
@@ -45,13 +54,15 @@ export class ClusterRuntime implements Gate {
   readonly tunnels = new Set<Socket>();
   readonly log: Logger | null;
 
-  constructor(def: Cluster, key: string, log: Logger | null = null) {
+  constructor(def: Cluster, key: string, log: Logger | null = null, lookup?: LookupFunction) {
     this.log = log;
+    this.lookup = lookup;
     this.name = def.name;
     this.def = def;
     this.key = key;
     this.tls = buildTls(def);
     this.http2 = def.protocol === 'http2';
+    this.fastH1 = !this.http2 && this.tls === null && h1FastPathEnabled();
     this.endpoints = def.endpoints.map((e, i) => new EndpointState(e, i));
     this.candidates = new Candidates(this.endpoints);
     this.picker = createPicker(def.lb, this.candidates);
@@ -67,7 +78,8 @@ export class ClusterRuntime implements Gate {
     // the update (NACK) instead of a request, and keeps a null check off the request path.
     for (const ep of this.endpoints) {
       try {
-        ep.transport = this.http2 ? new H2Transport(ep, cp, this.tls) : new H1Transport(ep, cp, this.tls);
+        ep.transport = this.http2 ? new H2Transport(ep, cp, this.tls, lookup)
+          : this.fastH1 ? new FastH1Transport(ep, cp, lookup) : new H1Transport(ep, cp, this.tls, lookup);
       } catch (err) {
         for (const e of this.endpoints) e.transport?.destroy();
         this.outlier?.close();
@@ -80,6 +92,7 @@ export class ClusterRuntime implements Gate {
   newCall(ep: EndpointState, sink: Sink, out: Outgoing): Call {
     return this.http2
       ? new H2Call(ep.transport as H2Transport, this, ep, sink, out)
+      : this.fastH1 ? new FastH1Call(ep.transport as FastH1Transport, this, ep, sink, out)
       : new H1Call(ep.transport as H1Transport, this, ep, sink, out);
   }
 

@@ -1,0 +1,654 @@
+// The plaintext HTTP/1.1 fast path, downstream side: one FastConnection per client socket
+// that parses request heads itself (head.ts) and runs the unchanged request pipeline
+// (pipeline.ts handleRequest) with request/response objects implemented here instead of
+// node's IncomingMessage/ServerResponse.
+//
+// Why this shape: the pipeline's stages (checks, normalisation, internal headers,
+// x-request-id, route match, CORS, policies, faults, actions, metrics) and the upstream
+// half (retries, timeouts, outlier detection, mirrors) stay one code path for every
+// protocol, so the fast path cannot drift from the slow one. What it replaces is the part
+// the profile blamed: node's per-request HTTP machinery (parser callbacks, IncomingMessage
+// and ServerResponse state, header objects, writev of head and body). FastReq/FastRes
+// implement exactly what pipeline.ts, cors.ts, local-reply.ts, policy.ts, metrics.ts,
+// body.ts and upstream/forward.ts use of them (see the member comments).
+//
+// Falling back: a head the strict parser does not accept (anything unusual, anything
+// malformed, HTTP/1.0, upgrades, Expect) is never answered here. Between two requests — no
+// byte of the next request consumed yet — the socket, with every unconsumed byte pushed
+// back, goes to node's http server, which then owns the connection for good and answers
+// exactly as it did before this file existed. Requests are served one at a time in order;
+// pipelined heads wait in the buffer until the response before them is complete.
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { handleRequest, type ListenerRuntime } from '../pipeline.ts';
+import { h1Stats } from './enabled.ts';
+import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, distinctOf, FALLBACK, INCOMPLETE, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.ts';
+
+/** What the connection needs from its port: the current runtime, node's server for fallbacks. */
+export interface FastPort {
+  readonly runtime: ListenerRuntime;
+  /** Hands the socket (unconsumed bytes already unshifted) to node's http server. */
+  fallback(sock: Socket): void;
+  /**
+   * Idle keep-alive connections close after this long without traffic, and a partial head
+   * that long without progress gets 408 (node's keepAliveTimeout and headersTimeout).
+   */
+  readonly keepAliveMs: number;
+  /** `Connection: keep-alive` and `Keep-Alive: timeout=N` lines, as node's server writes them. */
+  readonly keepAliveHeader: string;
+}
+
+const S_HEAD = 0;
+const S_BODY = 1;
+/** Body complete, response still being written. */
+const S_WAIT = 2;
+const S_GONE = 3;
+
+const CH_SIZE = 0;
+const CH_DATA = 1;
+const CH_DATA_CRLF = 2;
+const CH_TRAILER = 3;
+/** A chunk-size line (with extensions) longer than this is not a client we serve. */
+const MAX_CHUNK_LINE = 4096;
+
+/** Pipelined bytes buffered while a response is pending before the socket is paused. */
+const MAX_BUFFERED = 2 * MAX_HEAD_BYTES;
+
+const REQUEST_TIMEOUT_REPLY = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n';
+const BAD_REQUEST_REPLY = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n';
+
+export class FastConnection {
+  readonly sock: Socket;
+  readonly port: FastPort;
+  buf: Buffer | null = null;
+  pos = 0;
+  state = S_HEAD;
+  driving = false;
+  req: FastReq | null = null;
+  res: FastRes | null = null;
+  /** BODY_LENGTH: bytes left; chunked: bytes left in the current chunk. */
+  bodyLeft = 0;
+  chunked = false;
+  chunkState = CH_SIZE;
+  /** The request body is complete (or there was none). */
+  reqComplete = false;
+  /** The response is complete; the body, if any, is drained and dropped. */
+  resDone = false;
+  /** Body push refused by the request stream: wait for its _read. */
+  bodyPaused = false;
+  /** Paused because pipelined bytes piled up behind a pending response. */
+  inputPaused = false;
+  /** Close once the current exchange completes (Connection: close, server closing). */
+  closeAfter = false;
+  closing = false;
+
+  constructor(sock: Socket, port: FastPort) {
+    this.sock = sock;
+    this.port = port;
+    const s = sock as TaggedSocket;
+    s[kConn] = this;
+    sock.on('data', onSockData);
+    sock.on('close', onSockClose);
+    sock.on('drain', onSockDrain);
+    sock.on('timeout', onSockTimeout);
+    // One rolling inactivity timer per connection (refreshed by every read and write):
+    // idle keep-alive connections close, partial heads get 408, as node's server does.
+    sock.setTimeout(port.keepAliveMs);
+  }
+
+  onData(chunk: Buffer): void {
+    const b = this.buf;
+    if (b === null) { this.buf = chunk; this.pos = 0; }
+    else { this.buf = Buffer.concat([b.subarray(this.pos), chunk]); this.pos = 0; }
+    this.drive();
+  }
+
+  /** Runs the state machine over the buffered bytes as far as it can go. */
+  drive(): void {
+    if (this.driving || this.state === S_GONE) return;
+    this.driving = true;
+    try {
+      for (;;) {
+        if (this.state === S_BODY) {
+          if (!this.feedBody()) break;
+          continue;
+        }
+        if (this.state === S_WAIT) {
+          const b = this.buf;
+          if (b !== null && b.length - this.pos > MAX_BUFFERED && !this.inputPaused) { this.inputPaused = true; this.sock.pause(); }
+          break;
+        }
+        if (this.state !== S_HEAD) break;
+        const b = this.buf;
+        if (b === null) break;
+        const h = parseRequestHead(b, this.pos, b.length);
+        if (h === INCOMPLETE) break;
+        if (h === FALLBACK) { this.handoff(); break; }
+        this.consume(h.length);
+        this.begin(h);
+      }
+    } finally {
+      this.driving = false;
+    }
+  }
+
+  consume(n: number): void {
+    this.pos += n;
+    if (this.buf !== null && this.pos >= this.buf.length) { this.buf = null; this.pos = 0; }
+  }
+
+  begin(h: RequestHead): void {
+    h1Stats.served++;
+    const req = new FastReq(this, h);
+    const res = new FastRes(this, h.method === 'HEAD');
+    this.req = req;
+    this.res = res;
+    this.reqComplete = false;
+    this.resDone = false;
+    this.bodyPaused = false;
+    if (h.close) this.closeAfter = true;
+    if (h.bodyKind === BODY_LENGTH) { this.chunked = false; this.bodyLeft = h.contentLength; this.state = S_BODY; }
+    else if (h.bodyKind === BODY_CHUNKED) { this.chunked = true; this.chunkState = CH_SIZE; this.bodyLeft = 0; this.state = S_BODY; }
+    // No body: the stream ends when first read (_read), not here; push(null) on a stream
+    // nobody reads costs more than the rest of the head (it schedules stream ticks).
+    else { this.reqComplete = true; req.complete = true; this.state = S_WAIT; }
+    handleRequest(this.port.runtime, req as never, res as never);
+  }
+
+  /** Moves buffered body bytes into the request; true once the body is complete. */
+  feedBody(): boolean {
+    const req = this.req!;
+    for (;;) {
+      if (this.bodyPaused) return false;
+      const b = this.buf;
+      if (!this.chunked) {
+        if (this.bodyLeft === 0) return this.bodyComplete();
+        if (b === null) return false;
+        const n = Math.min(this.bodyLeft, b.length - this.pos);
+        const piece = b.subarray(this.pos, this.pos + n);
+        this.bodyLeft -= n;
+        this.consume(n);
+        if (!this.resDone && !req.push(piece)) this.pauseBody();
+        continue;
+      }
+      if (b === null) return false;
+      switch (this.chunkState) {
+        case CH_SIZE: {
+          const eol = b.indexOf(10, this.pos);
+          if (eol < 0) {
+            if (b.length - this.pos > MAX_CHUNK_LINE) return this.badBody();
+            return false;
+          }
+          const size = chunkSize(b, this.pos, eol);
+          if (size < 0) return this.badBody();
+          this.consume(eol + 1 - this.pos);
+          this.bodyLeft = size;
+          this.chunkState = size === 0 ? CH_TRAILER : CH_DATA;
+          break;
+        }
+        case CH_DATA: {
+          const n = Math.min(this.bodyLeft, b.length - this.pos);
+          const piece = b.subarray(this.pos, this.pos + n);
+          this.bodyLeft -= n;
+          this.consume(n);
+          if (this.bodyLeft === 0) this.chunkState = CH_DATA_CRLF;
+          if (!this.resDone && !req.push(piece)) this.pauseBody();
+          break;
+        }
+        case CH_DATA_CRLF: {
+          if (b.length - this.pos < 2) return false;
+          if (b[this.pos] !== 13 || b[this.pos + 1] !== 10) return this.badBody();
+          this.consume(2);
+          this.chunkState = CH_SIZE;
+          break;
+        }
+        case CH_TRAILER: {
+          // Trailer fields are read and dropped (the upstream request carries none), up to
+          // the empty line that ends the message.
+          const eol = b.indexOf(10, this.pos);
+          if (eol < 0) {
+            if (b.length - this.pos > MAX_CHUNK_LINE) return this.badBody();
+            return false;
+          }
+          if (eol === this.pos || b[eol - 1] !== 13) return this.badBody();
+          const empty = eol === this.pos + 1;
+          if (!empty && !trailerLine(b, this.pos, eol - 1)) return this.badBody();
+          this.consume(eol + 1 - this.pos);
+          if (empty) return this.bodyComplete();
+          break;
+        }
+      }
+    }
+  }
+
+  /** The request stream is full: stop reading the socket until it asks for more (_read). */
+  pauseBody(): void {
+    this.bodyPaused = true;
+    this.sock.pause();
+  }
+
+  resumeBody(): void {
+    this.bodyPaused = false;
+    if (!this.inputPaused) this.sock.resume();
+    if (!this.driving) this.drive();
+  }
+
+  bodyComplete(): boolean {
+    this.reqComplete = true;
+    const req = this.req!;
+    req.complete = true;
+    if (!this.resDone) req.push(null);
+    if (this.resDone) this.nextExchange();
+    else this.state = S_WAIT;
+    return this.state === S_HEAD;
+  }
+
+  /**
+   * A malformed chunked body. Node answers 400 and closes; so do we, unless the response
+   * has started (then the connection is cut). The request stream errors: the upstream try
+   * stops and nothing half-sent is retried.
+   */
+  badBody(): false {
+    const res = this.res;
+    this.state = S_GONE;
+    this.req?.fail(new Error('malformed chunked request body'));
+    if (res !== null && !res.headersSent && !this.resDone) {
+      res.headersSent = true;
+      res.writableEnded = true;
+      this.sock.end(BAD_REQUEST_REPLY);
+    } else {
+      this.sock.destroy();
+    }
+    return false;
+  }
+
+  /** The response ended (FastRes.end). */
+  responseDone(): void {
+    this.resDone = true;
+    if (this.state === S_WAIT) this.nextExchange();
+    // The rest of the body is read and dropped, as node's server dumps it.
+    else if (this.state === S_BODY && this.bodyPaused) this.resumeBody();
+  }
+
+  nextExchange(): void {
+    this.req = null;
+    this.res = null;
+    this.state = S_HEAD;
+    if (this.closeAfter || this.closing) {
+      this.state = S_GONE;
+      this.sock.end();
+      return;
+    }
+    if (this.inputPaused) { this.inputPaused = false; this.sock.resume(); }
+    if (!this.driving && this.buf !== null) this.drive();
+  }
+
+  /** Node's http server takes the connection over from the first unconsumed byte. */
+  handoff(): void {
+    const sock = this.sock;
+    h1Stats.fallbacks++;
+    this.state = S_GONE;
+    (sock as TaggedSocket)[kConn] = undefined;
+    sock.removeListener('data', onSockData);
+    sock.removeListener('close', onSockClose);
+    sock.removeListener('drain', onSockDrain);
+    sock.removeListener('timeout', onSockTimeout);
+    sock.setTimeout(0);
+    sock.pause();
+    const rest = this.buf === null ? null : this.buf.subarray(this.pos);
+    this.buf = null;
+    if (rest !== null && rest.length > 0) sock.unshift(rest);
+    this.port.fallback(sock);
+  }
+
+  onClose(): void {
+    const prev = this.state;
+    this.state = S_GONE;
+    this.buf = null;
+    const req = this.req;
+    const res = this.res;
+    if (req !== null && !this.reqComplete && prev !== S_GONE) req.fail(new Error('aborted'));
+    if (res !== null && !res.writableEnded) {
+      res.destroyed = true;
+      res.closed = true;
+      res.emit('close');
+    }
+  }
+
+  onTimeout(): void {
+    // A long upstream wait is not idleness: node's server has no request timeout either.
+    if (this.state !== S_HEAD) return;
+    if (this.buf !== null) {
+      this.state = S_GONE;
+      this.sock.end(REQUEST_TIMEOUT_REPLY);
+    } else {
+      this.sock.destroy();
+    }
+  }
+
+  /** Server closing: idle connections go now, busy ones after their current exchange. */
+  closeIdle(): void {
+    this.closing = true;
+    if (this.state === S_HEAD && this.buf === null) {
+      this.state = S_GONE;
+      this.sock.destroy();
+    }
+  }
+
+  get idle(): boolean { return this.state === S_HEAD && this.buf === null; }
+}
+
+const kConn = Symbol('meshgate.h1conn');
+type TaggedSocket = Socket & { [kConn]?: FastConnection };
+
+function onSockData(this: TaggedSocket, chunk: Buffer): void { this[kConn]?.onData(chunk); }
+function onSockClose(this: TaggedSocket): void { this[kConn]?.onClose(); }
+function onSockTimeout(this: TaggedSocket): void { this[kConn]?.onTimeout(); }
+function onSockDrain(this: TaggedSocket): void {
+  const res = this[kConn]?.res;
+  if (res != null && res.needDrain) { res.needDrain = false; res.emit('drain'); }
+}
+
+/** `1a;ext=v\r` → 26; -1 when malformed. */
+function chunkSize(b: Buffer, start: number, eol: number): number {
+  if (eol === start || b[eol - 1] !== 13) return -1;
+  const end = eol - 1;
+  let i = start;
+  let n = 0;
+  while (i < end) {
+    const c = b[i];
+    let d: number;
+    if (c >= 48 && c <= 57) d = c - 48;
+    else if (c >= 97 && c <= 102) d = c - 87;
+    else if (c >= 65 && c <= 70) d = c - 55;
+    else break;
+    if (i - start >= 12) return -1; // beyond 2^48: not a body we accept
+    n = n * 16 + d;
+    i++;
+  }
+  if (i === start) return -1;
+  if (i < end) {
+    // Extensions: `;` then visible characters / whitespace; ignored.
+    if (b[i] !== 59 /* ; */ && b[i] !== 32 && b[i] !== 9) return -1;
+    for (; i < end; i++) {
+      const c = b[i];
+      if ((c < 0x20 && c !== 9) || c === 0x7f) return -1;
+    }
+  }
+  return n;
+}
+
+function trailerLine(b: Buffer, start: number, end: number): boolean {
+  let i = start;
+  while (i < end && b[i] !== 58) {
+    const c = b[i];
+    if (c <= 0x20 || c >= 0x7f) return false;
+    i++;
+  }
+  if (i === start || i === end) return false;
+  for (i++; i < end; i++) {
+    const c = b[i];
+    if ((c < 0x20 && c !== 9) || c === 0x7f) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- the request
+
+/**
+ * What the pipeline reads of IncomingMessage: method, url, headers (node's join rules),
+ * rawHeaders, headersDistinct (routing and policies), socket (peer address), httpVersion;
+ * and the body as a Readable (body.ts streams it, pipeline.ts reads small ones whole).
+ */
+export class FastReq extends Readable {
+  readonly conn: FastConnection;
+  readonly method: string;
+  url: string;
+  readonly headers: Record<string, string | string[]>;
+  readonly rawHeaders: string[];
+  readonly socket: Socket;
+  readonly httpVersion = '1.1';
+  readonly httpVersionMajor = 1;
+  readonly httpVersionMinor = 1;
+  complete = false;
+  aborted = false;
+  /** Sent without a body: the stream is empty. */
+  readonly bodyless: boolean;
+  private distinct: Record<string, string[]> | null = null;
+
+  constructor(conn: FastConnection, h: RequestHead) {
+    super();
+    this.conn = conn;
+    this.method = h.method;
+    this.url = h.url;
+    this.headers = h.headers;
+    this.rawHeaders = h.rawHeaders;
+    this.socket = conn.sock;
+    this.bodyless = h.bodyKind === BODY_NONE;
+  }
+
+  get connection(): Socket { return this.socket; }
+
+  /** Computed on first use, as node does. */
+  get headersDistinct(): Record<string, string[]> {
+    return this.distinct ??= distinctOf(this.rawHeaders);
+  }
+
+  override _read(): void {
+    const c = this.conn;
+    if (this.bodyless) { this.push(null); return; }
+    if (c.req === this && c.bodyPaused) c.resumeBody();
+  }
+
+  /** The client went away (or sent a broken body) before the body was complete. */
+  fail(err: Error): void {
+    if (this.aborted || this.destroyed) return;
+    this.aborted = true;
+    this.emit('aborted');
+    // IncomingMessage does not throw an unobserved error either.
+    if (this.listenerCount('error') > 0) this.destroy(err);
+    else this.destroy();
+  }
+}
+
+// ---------------------------------------------------------------- the response
+
+/** Node's `Date` header, rebuilt at most once a second. */
+let dateSecond = 0;
+let dateLine = '';
+function dateHeader(): string {
+  const now = Date.now();
+  const s = Math.floor(now / 1000);
+  if (s !== dateSecond) {
+    dateSecond = s;
+    dateLine = `Date: ${new Date(now).toUTCString()}\r\n`;
+  }
+  return dateLine;
+}
+
+/** node's checkIsHttpToken / checkInvalidHeaderChar: writeHead throws on the same input. */
+const TOKEN_RE = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
+const INVALID_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** Chunks up to this size are copied next to the head / chunk framing: one write syscall. */
+const COALESCE_MAX = 16 * 1024;
+const CRLF = '\r\n';
+const LAST_CHUNK = '0\r\n\r\n';
+
+/**
+ * What the pipeline and the upstream half use of ServerResponse: writeHead(status, map)
+ * (throws on headers node would refuse, so forward.ts can turn them into a 502), write
+ * (false + 'drain' for backpressure), end, addTrailers, destroy, 'close' when the client
+ * leaves first, headersSent, writableEnded, destroyed, closed, statusCode, getHeader.
+ *
+ * The head is written with the first body bytes (or at end): one write per small response,
+ * where node's ServerResponse does a writev of head and body.
+ */
+export class FastRes extends EventEmitter {
+  readonly conn: FastConnection;
+  readonly headRequest: boolean;
+  statusCode = 200;
+  statusMessage = '';
+  headersSent = false;
+  writableEnded = false;
+  destroyed = false;
+  closed = false;
+  needDrain = false;
+  /** Head not written yet (it goes out with the first bytes of body or at end). */
+  pendingHead: string | null = null;
+  chunked = false;
+  /** 204/304/HEAD: a head only. */
+  noBody = false;
+  private trailers: Record<string, string> | null = null;
+  private sentHeaders: Record<string, unknown> | null = null;
+
+  constructor(conn: FastConnection, headRequest: boolean) {
+    super();
+    this.conn = conn;
+    this.headRequest = headRequest;
+  }
+
+  getHeader(name: string): unknown {
+    const h = this.sentHeaders;
+    return h === null ? undefined : h[name];
+  }
+
+  writeHead(status: number, headers?: Record<string, unknown>): this {
+    if (this.headersSent) throw new Error('Cannot write headers after they are sent to the client');
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
+    let hasLength = false;
+    let hasDate = false;
+    let connection: string | null = null;
+    if (headers !== undefined) {
+      for (const name in headers) {
+        const v = headers[name];
+        if (v === undefined) continue;
+        if (!TOKEN_RE.test(name)) throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
+        if (Array.isArray(v)) {
+          for (let i = 0; i < v.length; i++) head += headerLine(name, v[i]);
+        } else {
+          head += headerLine(name, v);
+        }
+        const n = name.length <= 17 ? name.toLowerCase() : '';
+        if (n === 'content-length') hasLength = true;
+        else if (n === 'date') hasDate = true;
+        else if (n === 'connection') connection = String(v).toLowerCase();
+        else if (n === 'transfer-encoding') hasLength = true; // the caller frames it
+      }
+    }
+    this.statusCode = status;
+    this.sentHeaders = headers ?? null;
+    this.noBody = this.headRequest || status === 204 || status === 304 || (status >= 100 && status < 200);
+    if (!hasDate) head += dateHeader();
+    const conn = this.conn;
+    if (connection !== null) {
+      if (connection.includes('close')) conn.closeAfter = true;
+    } else if (conn.closeAfter || conn.closing) {
+      conn.closeAfter = true;
+      head += 'Connection: close\r\n';
+    } else {
+      head += conn.port.keepAliveHeader;
+    }
+    if (!hasLength && !this.noBody) {
+      head += 'Transfer-Encoding: chunked\r\n';
+      this.chunked = true;
+    }
+    this.pendingHead = head + CRLF;
+    this.headersSent = true;
+    return this;
+  }
+
+  addTrailers(t: Record<string, string>): void {
+    this.trailers = t;
+  }
+
+  write(chunk: Buffer | string): boolean {
+    if (this.writableEnded || this.destroyed) return false;
+    if (!this.headersSent) this.writeHead(this.statusCode);
+    const body = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    if (body.length === 0 || this.noBody) {
+      if (this.pendingHead !== null) return this.flush(null, false);
+      return true;
+    }
+    return this.flush(body, false);
+  }
+
+  end(chunk?: Buffer | string): this {
+    if (this.writableEnded) return this;
+    if (this.destroyed) { this.writableEnded = true; return this; }
+    if (!this.headersSent) this.writeHead(this.statusCode);
+    let body: Buffer | null = null;
+    if (chunk !== undefined && !this.noBody) {
+      body = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      if (body.length === 0) body = null;
+    }
+    this.writableEnded = true;
+    this.flush(body, true);
+    this.conn.responseDone();
+    return this;
+  }
+
+  /** Writes the pending head (if any), the framed body piece, and at `last` the final chunk. */
+  private flush(body: Buffer | null, last: boolean): boolean {
+    const sock = this.conn.sock;
+    let prefix = this.pendingHead ?? '';
+    this.pendingHead = null;
+    let suffix = '';
+    if (this.chunked) {
+      if (body !== null) {
+        prefix += body.length.toString(16) + CRLF;
+        suffix = CRLF;
+      }
+      if (last) suffix += this.trailers === null ? LAST_CHUNK : lastChunkWithTrailers(this.trailers);
+    }
+    let ok: boolean;
+    if (body === null) {
+      ok = prefix.length + suffix.length === 0 ? true : sock.write(prefix + suffix, 'latin1');
+    } else if (body.length <= COALESCE_MAX) {
+      const p = prefix.length;
+      const out = Buffer.allocUnsafe(p + body.length + suffix.length);
+      if (p > 0) out.write(prefix, 0, 'latin1');
+      body.copy(out, p);
+      if (suffix.length > 0) out.write(suffix, p + body.length, 'latin1');
+      ok = sock.write(out);
+    } else {
+      sock.cork();
+      if (prefix.length > 0) sock.write(prefix, 'latin1');
+      sock.write(body);
+      ok = suffix.length > 0 ? sock.write(suffix, 'latin1') : true;
+      sock.uncork();
+      ok = ok && sock.writableLength < sock.writableHighWaterMark;
+    }
+    if (!ok) this.needDrain = true;
+    return ok;
+  }
+
+  destroy(): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.conn.sock.destroy();
+    return this;
+  }
+}
+
+function headerLine(name: string, v: unknown): string {
+  const s = typeof v === 'string' ? v : String(v);
+  if (INVALID_VALUE_RE.test(s)) throw new TypeError(`Invalid character in header content ["${name}"]`);
+  return `${name}: ${s}\r\n`;
+}
+
+function lastChunkWithTrailers(t: Record<string, string>): string {
+  let out = '0\r\n';
+  for (const k in t) {
+    if (!TOKEN_RE.test(k)) throw new TypeError(`Trailer name must be a valid HTTP token ["${k}"]`);
+    out += headerLine(k, t[k]);
+  }
+  return out + CRLF;
+}
+
+/** Closes the socket now if it is an idle fast-path connection; marks a busy one to close after its exchange. */
+export function closeIdleFast(sock: Socket): void {
+  (sock as TaggedSocket)[kConn]?.closeIdle();
+}

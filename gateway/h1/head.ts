@@ -1,0 +1,225 @@
+// A strict HTTP/1.1 request-head parser for the plaintext fast path (see conn.ts). It
+// accepts only the boring subset real clients send and says FALLBACK for everything else:
+// node's own parser then sees exactly the same bytes and answers as it always did (400,
+// 431, upgrades, HTTP/1.0, obs-fold, smuggling attempts…). So this parser never has to
+// produce an error reply and never has to be as lenient as node: "not sure" is FALLBACK.
+//
+// Accepted: `METHOD SP origin-form SP HTTP/1.1 CRLF`, a known upper-case method, a target
+// of visible ASCII starting with `/`, header lines `token ":" OWS value OWS CRLF` with
+// values of SP/HTAB/VCHAR, exactly one Host, at most one Content-Length (digits)
+// or one `Transfer-Encoding: chunked`, never both, no Upgrade, no Expect, the whole head
+// within MAX_HEAD_BYTES.
+//
+// The header object is built the way node's IncomingMessage builds `headers` (the
+// pipeline, policies and metrics read it as such): a few single-valued headers keep their
+// first value, set-cookie is an array, cookie joins with `; `, every other repeated header
+// joins with `, `.
+
+/** Buffer#latin1Slice: node's own fast path for one-byte strings (not in the typings). */
+export function latin1(buf: Buffer, start: number, end: number): string {
+  return (buf as unknown as { latin1Slice(s: number, e: number): string }).latin1Slice(start, end);
+}
+
+/** Node's maxHeaderSize on the plaintext port (listener.ts): beyond it node answers 431. */
+export const MAX_HEAD_BYTES = 60 * 1024;
+
+export const BODY_NONE = 0;
+export const BODY_LENGTH = 1;
+export const BODY_CHUNKED = 2;
+
+export interface RequestHead {
+  method: string;
+  url: string;
+  /** Lower-case names, node's join rules. */
+  headers: Record<string, string | string[]>;
+  /** Names as received, then values, alternating (node's rawHeaders). */
+  rawHeaders: string[];
+  bodyKind: number;
+  /** BODY_LENGTH: the declared length. */
+  contentLength: number;
+  /** `Connection: close` was sent: the connection ends after this exchange. */
+  close: boolean;
+  /** Bytes of the head, CRLFCRLF included. */
+  length: number;
+}
+
+export const INCOMPLETE = 0;
+export const FALLBACK = 1;
+
+const VERSION = Buffer.from(' HTTP/1.1\r\n', 'latin1');
+
+const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
+
+/** tchar of RFC 9110 5.6.2, upper-case letters included (names are lower-cased after). */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 48; c <= 57; c++) TCHAR[c] = 1;
+for (let c = 65; c <= 90; c++) TCHAR[c] = 1;
+for (let c = 97; c <= 122; c++) TCHAR[c] = 1;
+
+/** Header value bytes: HTAB, SP, VCHAR. obs-text (0x80+) is legal but rare: node decides. */
+const VCHAR = new Uint8Array(256);
+VCHAR[9] = 1;
+for (let c = 32; c <= 126; c++) VCHAR[c] = 1;
+
+const PROTO_NAMES: ReadonlySet<string> = new Set(Object.getOwnPropertyNames(Object.prototype).map((n) => n.toLowerCase()));
+
+/** Node keeps the first value of these and drops repeats (_http_incoming.js matchKnownFields). */
+const FIRST_WINS: ReadonlySet<string> = new Set([
+  'content-type', 'content-length', 'user-agent', 'referer', 'host', 'authorization',
+  'proxy-authorization', 'if-modified-since', 'if-unmodified-since', 'from', 'location',
+  'max-forwards', 'retry-after', 'etag', 'last-modified', 'server', 'age', 'expires',
+]);
+
+/**
+ * Parses the head starting at `start` in `buf[start, end)`. Returns the head, INCOMPLETE
+ * (valid so far, CRLFCRLF not seen yet, within the size limit) or FALLBACK.
+ */
+export function parseRequestHead(buf: Buffer, start: number, end: number): RequestHead | typeof INCOMPLETE | typeof FALLBACK {
+  const limit = Math.min(end, start + MAX_HEAD_BYTES);
+  let i = start;
+
+  // Method: upper-case letters up to SP.
+  while (i < limit) {
+    const c = buf[i];
+    if (c === 32) break;
+    if (c < 65 || c > 90 || i - start > 7) return FALLBACK;
+    i++;
+  }
+  if (i >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
+  const method = latin1(buf, start, i);
+  if (!METHODS.has(method)) return FALLBACK;
+  i++;
+
+  // Origin-form target: `/` then visible ASCII.
+  const urlStart = i;
+  if (i < limit && buf[i] !== 47) return FALLBACK;
+  while (i < limit) {
+    const c = buf[i];
+    if (c === 32) break;
+    if (c < 0x21 || c > 0x7e) return FALLBACK;
+    i++;
+  }
+  if (i + VERSION.length > limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : versionPrefix(buf, i, limit);
+  if (buf.compare(VERSION, 0, VERSION.length, i, i + VERSION.length) !== 0) return FALLBACK;
+  const url = latin1(buf, urlStart, i);
+  i += VERSION.length;
+
+  const headers: Record<string, string | string[]> = {};
+  const rawHeaders: string[] = [];
+  let hosts = 0;
+  let contentLength = -1;
+  let chunked = false;
+  let teSeen = false;
+  let close = false;
+  for (;;) {
+    if (i + 1 >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
+    if (buf[i] === 13) {
+      if (buf[i + 1] !== 10) return FALLBACK;
+      i += 2;
+      break;
+    }
+    // Name: tchar+ then `:` (no whitespace before the colon; obs-fold starts with SP/HTAB).
+    const nameStart = i;
+    while (i < limit && TCHAR[buf[i]] === 1) i++;
+    if (i >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
+    if (buf[i] !== 58 || i === nameStart) return FALLBACK;
+    const rawName = latin1(buf, nameStart, i);
+    i++;
+    while (i < limit && (buf[i] === 32 || buf[i] === 9)) i++;
+    const valueStart = i;
+    let valueEnd = i;
+    while (i < limit) {
+      const c = buf[i];
+      if (VCHAR[c] !== 1) break;
+      if (c !== 32 && c !== 9) valueEnd = i + 1;
+      i++;
+    }
+    if (i + 1 >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
+    if (buf[i] !== 13 || buf[i + 1] !== 10) return FALLBACK;
+    i += 2;
+    const value = latin1(buf, valueStart, valueEnd);
+    const name = rawName.toLowerCase();
+    rawHeaders.push(rawName, value);
+    switch (name) {
+      case 'host':
+        hosts++;
+        break;
+      case 'content-length':
+        if (contentLength >= 0 || !digits(value)) return FALLBACK;
+        contentLength = Number(value);
+        break;
+      case 'transfer-encoding':
+        if (teSeen || value.toLowerCase() !== 'chunked') return FALLBACK;
+        teSeen = true;
+        chunked = true;
+        break;
+      case 'connection': {
+        const v = value.toLowerCase();
+        if (v === 'close') close = true;
+        else if (v !== 'keep-alive') {
+          for (const t of v.split(',')) {
+            const tok = t.trim();
+            if (tok === 'close') close = true;
+            else if (tok === 'upgrade') return FALLBACK;
+          }
+        }
+        break;
+      }
+      case 'upgrade': case 'expect': case 'http2-settings':
+        return FALLBACK;
+    }
+    // `constructor`, `__proto__`, `toString`…: names that collide with what every object
+    // inherits are left to node rather than trusted to a plain object here.
+    if (PROTO_NAMES.has(name)) return FALLBACK;
+    addHeader(headers, name, value);
+  }
+  if (hosts !== 1 || (chunked && contentLength >= 0)) return FALLBACK;
+  return {
+    method,
+    url,
+    headers,
+    rawHeaders,
+    bodyKind: chunked ? BODY_CHUNKED : contentLength > 0 ? BODY_LENGTH : BODY_NONE,
+    contentLength: contentLength > 0 ? contentLength : 0,
+    close,
+    length: i - start,
+  };
+}
+
+/** The buffer ends inside ` HTTP/1.1\r\n`: incomplete if what is there is a prefix of it. */
+function versionPrefix(buf: Buffer, i: number, limit: number): typeof INCOMPLETE | typeof FALLBACK {
+  return buf.compare(VERSION, 0, limit - i, i, limit) === 0 ? INCOMPLETE : FALLBACK;
+}
+
+function digits(v: string): boolean {
+  // Up to 15 digits: any length a Number holds exactly.
+  if (v.length === 0 || v.length > 15) return false;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
+
+function addHeader(h: Record<string, string | string[]>, name: string, value: string): void {
+  const cur = h[name];
+  if (cur === undefined) {
+    h[name] = name === 'set-cookie' ? [value] : value;
+    return;
+  }
+  if (name === 'set-cookie') (cur as string[]).push(value);
+  else if (name === 'cookie') h[name] = `${cur as string}; ${value}`;
+  else if (!FIRST_WINS.has(name)) h[name] = `${cur as string}, ${value}`;
+}
+
+/** node's headersDistinct: every value of every header, lower-case names. */
+export function distinctOf(raw: string[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toLowerCase();
+    const cur = out[name];
+    if (cur === undefined) out[name] = [raw[i + 1]]; else cur.push(raw[i + 1]);
+  }
+  return out;
+}
