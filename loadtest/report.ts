@@ -352,6 +352,20 @@ export function svgChart(summary: Summary[], settings: Settings): string {
 export const PERF_START = '<!-- perf:start -->';
 export const PERF_END = '<!-- perf:end -->';
 
+export const CONNECT_START = '<!-- connect:start -->';
+export const CONNECT_END = '<!-- connect:end -->';
+
+/** README text with the CONNECT benchmark's block replaced, or added right after the load-test table. */
+export function replaceConnectSection(readme: string, body: string): string {
+  const block = `${CONNECT_START}\n${body.trim()}\n${CONNECT_END}`;
+  const a = readme.indexOf(CONNECT_START);
+  const b = readme.indexOf(CONNECT_END);
+  if (a >= 0 && b > a) return readme.slice(0, a) + block + readme.slice(b + CONNECT_END.length);
+  const p = readme.indexOf(PERF_END);
+  if (p >= 0) return `${readme.slice(0, p + PERF_END.length)}\n\n${block}${readme.slice(p + PERF_END.length)}`;
+  return `${readme.replace(/\s*$/, '\n')}\n${block}\n`;
+}
+
 /** README text with the section between the markers replaced (or a Performance section appended). */
 export function replacePerfSection(readme: string, body: string): string {
   const block = `${PERF_START}\n${body.trim()}\n${PERF_END}`;
