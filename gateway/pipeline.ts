@@ -83,6 +83,10 @@ class RequestContext {
   t0: number;
   /** A fault delay held it (Envoy's DI flag). */
   delayed: boolean;
+  /** The destination forwarded to; '' before the action. */
+  cluster: string;
+  /** The upstream half reported its result. */
+  forwardEnded: boolean;
   constructor(rt: ListenerRuntime, req: DownstreamReq, res: DownstreamRes, match: CompiledMatch, target: NormalizedTarget, authority: string, requestId: string, grpc: boolean, t0: number) {
     this.rt = rt;
     this.req = req;
@@ -98,6 +102,8 @@ class RequestContext {
     this.extraHeaders = null;
     this.t0 = t0;
     this.delayed = false;
+    this.cluster = '';
+    this.forwardEnded = false;
   }
 }
 
@@ -483,7 +489,8 @@ function hasNoBody(req: DownstreamReq): boolean {
 function buildUpstreamRequest(ctx: RequestContext, wc: CompiledWeighted, upgrade: boolean): UpstreamRequest {
   const route = ctx.route;
   const req = ctx.req;
-  const headers = buildUpstreamHeaders(req.headers, upgrade, clientAddress(req.socket.remoteAddress), ctx.rt.scheme, ctx.requestId);
+  const sourceIp = clientAddress(req.socket.remoteAddress);
+  const headers = buildUpstreamHeaders(req.headers, upgrade, sourceIp, ctx.rt.scheme, ctx.requestId);
   let authority = route.rewriteAuthority ?? ctx.authority;
   // Route edits first, then the destination's, so a destination can override its route.
   if (route.requestOps !== null) {
@@ -504,7 +511,7 @@ function buildUpstreamRequest(ctx: RequestContext, wc: CompiledWeighted, upgrade
     timeoutMs: route.timeoutMs,
     retries: route.retries,
     hashHeaders: req.headers,
-    sourceIp: clientAddress(req.socket.remoteAddress),
+    sourceIp,
     query: ctx.query,
     grpc: ctx.grpc,
   };
@@ -559,9 +566,20 @@ function send(ctx: RequestContext, wc: CompiledWeighted, up: UpstreamRequest): v
       }
     }
   }
-  const cluster = wc.cluster;
-  rt.upstreams.forward(cluster, ctx.req, ctx.res, up, hooksFor(ctx.route, wc, ctx.corsOrigin, ctx.extraHeaders))
-    .then((r: ForwardResult) => forwarded(ctx, cluster, r), (err: unknown) => forwardFailed(ctx, err));
+  ctx.cluster = wc.cluster;
+  // A callback, not a Promise: no Promise, closures or microtask per request. A throw while
+  // starting the forward is answered as before (500, or a reset once headers are out).
+  try {
+    rt.upstreams.forwardThen(wc.cluster, ctx.req, ctx.res, up, hooksFor(ctx.route, wc, ctx.corsOrigin, ctx.extraHeaders), forwardDone, ctx);
+  } catch (err) {
+    if (!ctx.forwardEnded) forwardFailed(ctx, err);
+    else ctx.rt.log?.error({ err, route: ctx.route.name, requestId: ctx.requestId }, 'forward failed after its result');
+  }
+}
+
+function forwardDone(ctx: RequestContext, r: ForwardResult): void {
+  ctx.forwardEnded = true;
+  forwarded(ctx, ctx.cluster, r);
 }
 
 function forwardFailed(ctx: RequestContext, err: unknown): void {

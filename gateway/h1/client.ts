@@ -26,7 +26,7 @@ import type { LookupFunction, Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { ConnectionPool } from '../../api/proxyconfig.ts';
 import type { EndpointState, Transport } from '../upstream/endpoint.ts';
-import { Call, HOP_BY_HOP, RUNNING } from '../upstream/pool.ts';
+import { Call, RUNNING } from '../upstream/pool.ts';
 import type { FailureKind, Gate, Outgoing, Sink } from '../upstream/pool.ts';
 import type { HeaderMap } from '../upstream/types.ts';
 import { h1Stats } from './enabled.ts';
@@ -201,11 +201,13 @@ class UpConn {
   constructor(t: FastH1Transport) {
     this.t = t;
     this.keepAliveMs = t.defaultIdleMs;
-    const sock = net.connect({ host: t.host, port: t.port, noDelay: true, ...(t.lookup !== undefined ? { lookup: t.lookup } : {}) }) as TaggedSocket;
+    // `onread`: the socket reads into READ_BUF and calls onRead directly, without the
+    // Readable machinery per read ('data' events, a 64 KiB allocation, a nextTick). Every
+    // byte kept beyond the call is copied out of READ_BUF (see onData and emitData).
+    const sock = net.connect({ host: t.host, port: t.port, noDelay: true, onread: { buffer: READ_BUF, callback: onRead }, ...(t.lookup !== undefined ? { lookup: t.lookup } : {}) }) as TaggedSocket;
     sock[kUp] = this;
     this.sock = sock;
     sock.on('connect', onConnect);
-    sock.on('data', onData);
     sock.on('error', onError);
     sock.on('close', onClose);
     sock.on('drain', onDrain);
@@ -335,12 +337,15 @@ class UpConn {
 
   // ------------------------------------------------------------ response
 
+  /** `chunk` may be a view of READ_BUF: what is left of it after parsing is copied. */
   onData(chunk: Buffer): void {
     if (this.rstate === R_IDLE) { this.destroy(); return; } // bytes nobody asked for
     const b = this.buf;
     if (b === null) { this.buf = chunk; this.pos = 0; }
     else { this.buf = Buffer.concat([b.subarray(this.pos), chunk]); this.pos = 0; }
     this.parse();
+    const rest = this.buf;
+    if (rest !== null && rest.buffer === READ_BUF.buffer) { this.buf = Buffer.from(rest.subarray(this.pos)); this.pos = 0; }
   }
 
   consume(n: number): void {
@@ -374,7 +379,7 @@ class UpConn {
           this.left -= n;
           this.consume(n);
           if (this.left === 0) { this.complete(call, piece); return; }
-          call.sink.upstreamData(call, piece);
+          emitData(call, piece);
           break;
         }
         case R_UNTIL_CLOSE: {
@@ -382,7 +387,7 @@ class UpConn {
           const piece = this.pos === 0 ? b : b.subarray(this.pos);
           this.buf = null;
           this.pos = 0;
-          call.sink.upstreamData(call, piece);
+          emitData(call, piece);
           break;
         }
         case R_CHUNK_SIZE: {
@@ -403,7 +408,7 @@ class UpConn {
           this.left -= n;
           this.consume(n);
           if (this.left === 0) this.rstate = R_CHUNK_CRLF;
-          call.sink.upstreamData(call, piece);
+          emitData(call, piece);
           break;
         }
         case R_CHUNK_CRLF: {
@@ -455,22 +460,32 @@ class UpConn {
       this.fail('reset', new Error('malformed upstream status line'));
       return false;
     }
-    let i = b.indexOf(10, start);
+    // One string for the whole head (one native call instead of two per header line);
+    // string offsets are byte offsets from `start`. Values with bytes beyond ASCII are
+    // re-read as UTF-8 from the buffer, as undici decodes them.
+    const text = latin1(b, start, end);
+    const n = end - start;
+    const high = NON_ASCII.test(text);
+    let i = text.indexOf('\n');
     const headers: HeaderMap = {};
     let cl = -1;
     let chunked = false;
     let connection: string | null = null;
     let keepAlive: string | null = null;
-    while (i + 1 < end) {
+    while (i + 1 < n) {
       const ls = i + 1;
-      const le = b.indexOf(10, ls);
-      const lineEnd = le < 0 || le > end ? end : le;
-      if (lineEnd - 1 < ls || b[lineEnd - 1] !== 13) { this.fail('reset', new Error('malformed upstream header line')); return false; }
-      const colon = b.indexOf(58, ls);
+      const le = text.indexOf('\n', ls);
+      const lineEnd = le < 0 ? n : le;
+      if (lineEnd - 1 < ls || text.charCodeAt(lineEnd - 1) !== 13) { this.fail('reset', new Error('malformed upstream header line')); return false; }
+      const colon = text.indexOf(':', ls);
       if (colon < 0 || colon >= lineEnd - 1 || colon === ls) { this.fail('reset', new Error('malformed upstream header line')); return false; }
-      const name = latin1(b, ls, colon).toLowerCase();
-      if (!isToken(name)) { this.fail('reset', new Error('malformed upstream header name')); return false; }
-      const value = decodeValue(b, colon + 1, lineEnd - 1).trim();
+      const raw = text.slice(ls, colon);
+      let name = knownName(raw);
+      if (name === undefined) {
+        name = raw.toLowerCase();
+        if (!isToken(name)) { this.fail('reset', new Error('malformed upstream header name')); return false; }
+      }
+      const value = (high ? decodeValue(b, start + colon + 1, start + lineEnd - 1) : text.slice(colon + 1, lineEnd - 1)).trim();
       switch (name) {
         case 'content-length': {
           if (!/^\d{1,15}$/.test(value) || (cl >= 0 && Number(value) !== cl)) { this.fail('reset', new Error('invalid upstream content-length')); return false; }
@@ -538,7 +553,7 @@ class UpConn {
     if (this.buf !== null) this.last = true; // bytes beyond the response: not a connection to trust
     if (this.last || !this.sent || this.keepAliveMs <= 0) this.destroy();
     else this.t.release(this);
-    if (lastPiece !== null && lastPiece.length > 0) call.sink.upstreamData(call, lastPiece);
+    if (lastPiece !== null && lastPiece.length > 0) emitData(call, lastPiece);
     if (call.state !== RUNNING) return;
     call.settle();
     call.sink.upstreamEnd(call, this.trailers);
@@ -579,9 +594,50 @@ class UpConn {
 type TaggedBody = Readable & { [kUp]?: UpConn };
 
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
+ * Common response header names as upstreams spell them, to their lower-case form: no
+ * lower-casing or token check for these, and the same (internalised) strings every time,
+ * which keeps the per-response header objects cheap to build and to read. A switch, not a
+ * Map: no hash of the fresh name string to compute.
+ */
+function knownName(raw: string): string | undefined {
+  switch (raw) {
+    case 'content-type': case 'Content-Type': return 'content-type';
+    case 'content-length': case 'Content-Length': return 'content-length';
+    case 'date': case 'Date': return 'date';
+    case 'connection': case 'Connection': return 'connection';
+    case 'keep-alive': case 'Keep-Alive': return 'keep-alive';
+    case 'transfer-encoding': case 'Transfer-Encoding': return 'transfer-encoding';
+    case 'server': case 'Server': return 'server';
+    case 'cache-control': case 'Cache-Control': return 'cache-control';
+    case 'etag': case 'ETag': case 'Etag': return 'etag';
+    case 'last-modified': case 'Last-Modified': return 'last-modified';
+    case 'vary': case 'Vary': return 'vary';
+    case 'set-cookie': case 'Set-Cookie': return 'set-cookie';
+    case 'location': case 'Location': return 'location';
+    case 'expires': case 'Expires': return 'expires';
+    case 'content-encoding': case 'Content-Encoding': return 'content-encoding';
+  }
+  return undefined;
+}
 
 function onConnect(this: TaggedSocket): void { this[kUp]?.connectedNow(); }
-function onData(this: TaggedSocket, chunk: Buffer): void { this[kUp]?.onData(chunk); }
+/** Where every upstream socket reads (one at a time: reads are delivered one by one). */
+const READ_BUF = Buffer.allocUnsafeSlow(64 * 1024);
+
+/** Called with the socket as `this`; true: keep reading (pause() is what stops it). */
+function onRead(this: TaggedSocket, nread: number): boolean {
+  const c = this[kUp];
+  if (c !== undefined) c.onData(READ_BUF.subarray(0, nread));
+  return true;
+}
+
+/** Body bytes to the sink in a buffer of their own: it may keep them past this read. */
+function emitData(call: FastH1Call, piece: Buffer): void {
+  call.sink.upstreamData(call, piece.buffer === READ_BUF.buffer ? Buffer.from(piece) : piece);
+}
 function onError(this: TaggedSocket, err: Error): void {
   const c = this[kUp];
   if (c !== undefined) c.lastError = err;
@@ -673,6 +729,16 @@ function expectsPayload(method: string): boolean {
   return method === 'POST' || method === 'PUT' || method === 'PATCH';
 }
 
+/** Hop-by-hop (HOP_BY_HOP), host, expect, content-length and pseudo-headers: never copied. */
+function skippedRequestHeader(k: string): boolean {
+  switch (k) {
+    case 'connection': case 'keep-alive': case 'proxy-connection': case 'transfer-encoding': case 'upgrade':
+    case 'http2-settings': case 'host': case 'expect': case 'content-length':
+      return true;
+  }
+  return k.charCodeAt(0) === 58 /* ':' */;
+}
+
 /**
  * The request head as undici writes it (flattenHeaders' rules: hop-by-hop, host, expect and
  * pseudo-headers dropped, `te` only as trailers); `length` ≥ 0 adds Content-Length;
@@ -683,7 +749,7 @@ function requestHead(out: Outgoing, length: number, chunked: boolean): string | 
   let head = `${out.method} ${out.path} HTTP/1.1\r\nhost: ${out.authority}\r\nconnection: keep-alive\r\n`;
   const h = out.headers;
   for (const k in h) {
-    if (HOP_BY_HOP[k] === 1 || k === 'host' || k === 'expect' || k === 'content-length' || k.charCodeAt(0) === 58 /* ':' */) continue;
+    if (skippedRequestHeader(k)) continue;
     const v = h[k];
     if (k === 'te' && v !== 'trailers') continue;
     if (!isToken(k)) return null;

@@ -468,9 +468,34 @@ function dateHeader(): string {
   return dateLine;
 }
 
-/** node's checkIsHttpToken / checkInvalidHeaderChar: writeHead throws on the same input. */
-const TOKEN_RE = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
-const INVALID_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
+/**
+ * node's checkIsHttpToken / checkInvalidHeaderChar: writeHead throws on the same input.
+ * Table loops rather than regular expressions: they run for every header of every response.
+ */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 48; c <= 57; c++) TCHAR[c] = 1;
+for (let c = 65; c <= 90; c++) TCHAR[c] = 1;
+for (let c = 97; c <= 122; c++) TCHAR[c] = 1;
+
+function isToken(s: string): boolean {
+  const n = s.length;
+  if (n === 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 255 || TCHAR[c] !== 1) return false;
+  }
+  return true;
+}
+
+/** Anything but HTAB, SP..~ and 0x80..0xff. */
+function invalidValue(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 ? c !== 9 : c === 0x7f || c > 0xff) return true;
+  }
+  return false;
+}
 
 /** Chunks up to this size are copied next to the head / chunk framing: one write syscall. */
 const COALESCE_MAX = 16 * 1024;
@@ -525,13 +550,15 @@ export class FastRes extends EventEmitter {
       for (const name in headers) {
         const v = headers[name];
         if (v === undefined) continue;
-        if (!TOKEN_RE.test(name)) throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
+        if (!isToken(name)) throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
         if (Array.isArray(v)) {
           for (let i = 0; i < v.length; i++) head += headerLine(name, v[i]);
         } else {
           head += headerLine(name, v);
         }
-        const n = name.length <= 17 ? name.toLowerCase() : '';
+        // Only the four names framing cares about are lower-cased (by their lengths).
+        const len = name.length;
+        const n = len === 14 || len === 4 || len === 10 || len === 17 ? name.toLowerCase() : '';
         if (n === 'content-length') hasLength = true;
         else if (n === 'date') hasDate = true;
         else if (n === 'connection') connection = String(v).toLowerCase();
@@ -635,14 +662,14 @@ export class FastRes extends EventEmitter {
 
 function headerLine(name: string, v: unknown): string {
   const s = typeof v === 'string' ? v : String(v);
-  if (INVALID_VALUE_RE.test(s)) throw new TypeError(`Invalid character in header content ["${name}"]`);
+  if (invalidValue(s)) throw new TypeError(`Invalid character in header content ["${name}"]`);
   return `${name}: ${s}\r\n`;
 }
 
 function lastChunkWithTrailers(t: Record<string, string>): string {
   let out = '0\r\n';
   for (const k in t) {
-    if (!TOKEN_RE.test(k)) throw new TypeError(`Trailer name must be a valid HTTP token ["${k}"]`);
+    if (!isToken(k)) throw new TypeError(`Trailer name must be a valid HTTP token ["${k}"]`);
     out += headerLine(k, t[k]);
   }
   return out + CRLF;

@@ -33,6 +33,26 @@ describe('request head parser', () => {
     for (let n = 0; n < good.length; n++) assert.equal(parse(good.slice(0, n)), INCOMPLETE, JSON.stringify(good.slice(0, n)));
   });
 
+  test('a head in a large buffer (body or pipelined requests behind it) parses the same, at any offset', () => {
+    const big = Buffer.from(good + 'x'.repeat(20_000) + good, 'latin1');
+    const h = parseRequestHead(big, 0, big.length) as RequestHead;
+    assert.equal(h.length, good.length);
+    assert.equal(h.headers.cookie, 'a=1; b=2');
+    const second = parseRequestHead(big, big.length - good.length, big.length) as RequestHead;
+    assert.equal(second.url, '/a/b?c=d');
+    assert.equal(second.length, good.length);
+    // A head longer than one read's worth, with other methods and mixed-case names.
+    const many = `PATCH /p HTTP/1.1\r\nhOsT: x\r\n${Array.from({ length: 400 }, (_, i) => `X-H${i}: ${'v'.repeat(30)}\r\n`).join('')}\r\n`;
+    const m = parse(many + 'rest') as RequestHead;
+    assert.equal(m.method, 'PATCH');
+    assert.equal(m.headers.host, 'x');
+    assert.equal(m.headers['x-h399'], 'v'.repeat(30));
+    assert.equal(m.length, many.length);
+    assert.equal(parse(many.slice(0, -2)), INCOMPLETE);
+    assert.equal(parse('GETX / HTTP/1.1\r\nHost: x\r\n\r\n'), FALLBACK);
+    assert.equal(parse('PUTS / HTTP/1.1\r\nHost: x\r\n\r\n'), FALLBACK);
+  });
+
   test('anything outside the boring subset is left to node', () => {
     const cases = [
       'get / HTTP/1.1\r\nHost: x\r\n\r\n',

@@ -46,8 +46,6 @@ export interface RequestHead {
 export const INCOMPLETE = 0;
 export const FALLBACK = 1;
 
-const VERSION = Buffer.from(' HTTP/1.1\r\n', 'latin1');
-
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
 
 /** tchar of RFC 9110 5.6.2, upper-case letters included (names are lower-cased after). */
@@ -71,39 +69,59 @@ const FIRST_WINS: ReadonlySet<string> = new Set([
   'max-forwards', 'retry-after', 'etag', 'last-modified', 'server', 'age', 'expires',
 ]);
 
+/** Heads fit in one read; beyond this much buffered input, the head's end is looked up first. */
+const DECODE_ALL = 8 * 1024;
+const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+
 /**
  * Parses the head starting at `start` in `buf[start, end)`. Returns the head, INCOMPLETE
  * (valid so far, CRLFCRLF not seen yet, within the size limit) or FALLBACK.
+ *
+ * The bytes are decoded once (latin1: one character per byte, so string offsets are byte
+ * offsets) and scanned as a string: one native call per head instead of one per method,
+ * target, header name and value.
  */
 export function parseRequestHead(buf: Buffer, start: number, end: number): RequestHead | typeof INCOMPLETE | typeof FALLBACK {
-  const limit = Math.min(end, start + MAX_HEAD_BYTES);
-  let i = start;
+  let stop = Math.min(end, start + MAX_HEAD_BYTES);
+  if (stop - start > DECODE_ALL) {
+    // A body or pipelined requests behind the head: decode only the head when its end is there.
+    const e = buf.indexOf(HEAD_END, start);
+    if (e >= 0 && e + 4 <= stop) stop = e + 4;
+  }
+  return parseHeadText(latin1(buf, start, stop), end - start >= MAX_HEAD_BYTES);
+}
+
+/** `full`: the input is already as long as a head may be (no more bytes would help). */
+function parseHeadText(t: string, full: boolean): RequestHead | typeof INCOMPLETE | typeof FALLBACK {
+  const limit = t.length;
+  const more = full ? FALLBACK : INCOMPLETE;
+  let i = 0;
 
   // Method: upper-case letters up to SP.
   while (i < limit) {
-    const c = buf[i];
+    const c = t.charCodeAt(i);
     if (c === 32) break;
-    if (c < 65 || c > 90 || i - start > 7) return FALLBACK;
+    if (c < 65 || c > 90 || i > 7) return FALLBACK;
     i++;
   }
-  if (i >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
-  const method = latin1(buf, start, i);
-  if (!METHODS.has(method)) return FALLBACK;
+  if (i >= limit) return more;
+  const method = knownMethod(t, i);
+  if (method === null) return FALLBACK;
   i++;
 
   // Origin-form target: `/` then visible ASCII.
   const urlStart = i;
-  if (i < limit && buf[i] !== 47) return FALLBACK;
+  if (i < limit && t.charCodeAt(i) !== 47) return FALLBACK;
   while (i < limit) {
-    const c = buf[i];
+    const c = t.charCodeAt(i);
     if (c === 32) break;
     if (c < 0x21 || c > 0x7e) return FALLBACK;
     i++;
   }
-  if (i + VERSION.length > limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : versionPrefix(buf, i, limit);
-  if (buf.compare(VERSION, 0, VERSION.length, i, i + VERSION.length) !== 0) return FALLBACK;
-  const url = latin1(buf, urlStart, i);
-  i += VERSION.length;
+  if (i + VERSION_TEXT.length > limit) return full ? FALLBACK : VERSION_TEXT.startsWith(t.slice(i)) ? INCOMPLETE : FALLBACK;
+  if (!t.startsWith(VERSION_TEXT, i)) return FALLBACK;
+  const url = t.slice(urlStart, i);
+  i += VERSION_TEXT.length;
 
   const headers: Record<string, string | string[]> = {};
   const rawHeaders: string[] = [];
@@ -113,33 +131,37 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   let teSeen = false;
   let close = false;
   for (;;) {
-    if (i + 1 >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
-    if (buf[i] === 13) {
-      if (buf[i + 1] !== 10) return FALLBACK;
+    if (i + 1 >= limit) return more;
+    if (t.charCodeAt(i) === 13) {
+      if (t.charCodeAt(i + 1) !== 10) return FALLBACK;
       i += 2;
       break;
     }
     // Name: tchar+ then `:` (no whitespace before the colon; obs-fold starts with SP/HTAB).
     const nameStart = i;
-    while (i < limit && TCHAR[buf[i]] === 1) i++;
-    if (i >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
-    if (buf[i] !== 58 || i === nameStart) return FALLBACK;
-    const rawName = latin1(buf, nameStart, i);
+    while (i < limit && TCHAR[t.charCodeAt(i)] === 1) i++;
+    if (i >= limit) return more;
+    if (t.charCodeAt(i) !== 58 || i === nameStart) return FALLBACK;
+    const rawName = t.slice(nameStart, i);
     i++;
-    while (i < limit && (buf[i] === 32 || buf[i] === 9)) i++;
+    while (i < limit) {
+      const c = t.charCodeAt(i);
+      if (c !== 32 && c !== 9) break;
+      i++;
+    }
     const valueStart = i;
     let valueEnd = i;
     while (i < limit) {
-      const c = buf[i];
+      const c = t.charCodeAt(i);
       if (VCHAR[c] !== 1) break;
       if (c !== 32 && c !== 9) valueEnd = i + 1;
       i++;
     }
-    if (i + 1 >= limit) return end - start >= MAX_HEAD_BYTES ? FALLBACK : INCOMPLETE;
-    if (buf[i] !== 13 || buf[i + 1] !== 10) return FALLBACK;
+    if (i + 1 >= limit) return more;
+    if (t.charCodeAt(i) !== 13 || t.charCodeAt(i + 1) !== 10) return FALLBACK;
     i += 2;
-    const value = latin1(buf, valueStart, valueEnd);
-    const name = rawName.toLowerCase();
+    const value = t.slice(valueStart, valueEnd);
+    const name = lowerName(rawName);
     rawHeaders.push(rawName, value);
     switch (name) {
       case 'host':
@@ -158,8 +180,8 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
         const v = value.toLowerCase();
         if (v === 'close') close = true;
         else if (v !== 'keep-alive') {
-          for (const t of v.split(',')) {
-            const tok = t.trim();
+          for (const x of v.split(',')) {
+            const tok = x.trim();
             if (tok === 'close') close = true;
             else if (tok === 'upgrade') return FALLBACK;
           }
@@ -183,13 +205,46 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
     bodyKind: chunked ? BODY_CHUNKED : contentLength > 0 ? BODY_LENGTH : BODY_NONE,
     contentLength: contentLength > 0 ? contentLength : 0,
     close,
-    length: i - start,
+    length: i,
   };
 }
 
-/** The buffer ends inside ` HTTP/1.1\r\n`: incomplete if what is there is a prefix of it. */
-function versionPrefix(buf: Buffer, i: number, limit: number): typeof INCOMPLETE | typeof FALLBACK {
-  return buf.compare(VERSION, 0, limit - i, i, limit) === 0 ? INCOMPLETE : FALLBACK;
+const VERSION_TEXT = ' HTTP/1.1\r\n';
+
+/** The method as one of the constant strings of METHODS; null for anything else. */
+function knownMethod(t: string, len: number): string | null {
+  switch (len) {
+    case 3:
+      if (t.startsWith('GET')) return 'GET';
+      if (t.startsWith('PUT')) return 'PUT';
+      return null;
+    case 4:
+      if (t.startsWith('POST')) return 'POST';
+      if (t.startsWith('HEAD')) return 'HEAD';
+      return null;
+  }
+  const m = t.slice(0, len);
+  return METHODS.has(m) ? m : null;
+}
+
+/**
+ * Lower-cased header name; the usual spellings of the usual names map straight to their
+ * constant (internalised) lower-case strings, which later property accesses find faster.
+ */
+function lowerName(raw: string): string {
+  switch (raw) {
+    case 'Host': case 'host': return 'host';
+    case 'User-Agent': case 'user-agent': return 'user-agent';
+    case 'Accept': case 'accept': return 'accept';
+    case 'Accept-Encoding': case 'accept-encoding': return 'accept-encoding';
+    case 'Accept-Language': case 'accept-language': return 'accept-language';
+    case 'Connection': case 'connection': return 'connection';
+    case 'Content-Type': case 'content-type': return 'content-type';
+    case 'Content-Length': case 'content-length': return 'content-length';
+    case 'Authorization': case 'authorization': return 'authorization';
+    case 'Cookie': case 'cookie': return 'cookie';
+  }
+  return raw.toLowerCase();
 }
 
 function digits(v: string): boolean {

@@ -19,7 +19,7 @@ import type { EndpointState } from './endpoint.ts';
 import { hashString, randomHex16, requestHash } from './lb.ts';
 import { admit, stripResponseHopByHop } from './pool.ts';
 import type { Call, FailureKind, Outgoing, Sink } from './pool.ts';
-import type { DownstreamReq, DownstreamRes, ForwardResult, HeaderMap, ResponseFlag, ResponseHooks, UpstreamRequest } from './types.ts';
+import type { DownstreamReq, DownstreamRes, ForwardDone, ForwardResult, HeaderMap, ResponseFlag, ResponseHooks, UpstreamRequest } from './types.ts';
 
 // ---------------------------------------------------------------- retry policy
 
@@ -180,6 +180,8 @@ const kExchange = Symbol('meshgate.exchange');
 type TaggedRes = DownstreamRes & { [kExchange]?: Exchange };
 
 const EMPTY = Buffer.alloc(0);
+// Frozen: a result's flags are read, never edited; a push would throw rather than leak.
+const NO_RESPONSE_FLAGS = Object.freeze([]) as unknown as ResponseFlag[];
 
 export class Exchange implements Sink {
   readonly c: ClusterRuntime;
@@ -187,7 +189,9 @@ export class Exchange implements Sink {
   readonly res: TaggedRes;
   readonly up: UpstreamRequest;
   readonly hooks: ResponseHooks;
-  readonly resolve: (r: ForwardResult) => void;
+  /** Called once from finish() with `doneArg` and the result. */
+  readonly done: ForwardDone<unknown>;
+  readonly doneArg: unknown;
   readonly retry: CompiledRetry | null;
   readonly out: Outgoing;
   readonly src: BodySource | null;
@@ -198,23 +202,25 @@ export class Exchange implements Sink {
   endpoint: EndpointState | null = null;
   tried: EndpointState[] | null = null;
   attempts = 0;
-  flags: ResponseFlag[] = [];
+  /** NO_RESPONSE_FLAGS (shared, never written) until the first flag: most requests have none. */
+  flags: ResponseFlag[] = NO_RESPONSE_FLAGS;
   status = 0;
   bytesSent = 0;
   headersSent = false;
   trailersOnly = false;
-  done = false;
+  finished = false;
   overallTimer: NodeJS.Timeout | null = null;
   tryTimer: NodeJS.Timeout | null = null;
   backoffTimer: NodeJS.Timeout | null = null;
 
-  constructor(c: ClusterRuntime, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks, resolve: (r: ForwardResult) => void) {
+  constructor(c: ClusterRuntime, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks, done: ForwardDone<unknown>, doneArg: unknown) {
     this.c = c;
     this.req = req;
     this.res = res as TaggedRes;
     this.up = up;
     this.hooks = hooks;
-    this.resolve = resolve;
+    this.done = done;
+    this.doneArg = doneArg;
     this.retry = up.retries !== null ? compileRetry(up.retries) : null;
     let body: Buffer | null = up.body;
     let src: BodySource | null = null;
@@ -230,7 +236,7 @@ export class Exchange implements Sink {
     const c = this.c;
     c.inflight++;
     const res = this.res;
-    if (downstreamClosed(res)) { this.flags.push('DC'); this.finish(); return; }
+    if (downstreamClosed(res)) { this.flag('DC'); this.finish(); return; }
     res[kExchange] = this;
     res.on('close', onDownstreamClose);
     if (this.up.timeoutMs !== null && this.up.timeoutMs > 0) this.overallTimer = setTimeout(onOverallTimeout, this.up.timeoutMs, this);
@@ -249,7 +255,7 @@ export class Exchange implements Sink {
     const c = this.c;
     const ep = c.picker.pick(this.hash, this.tried);
     if (ep === null) {
-      this.flags.push('UH');
+      this.flag('UH');
       this.localReply(503, BODY_NO_HEALTHY, GRPC_UNAVAILABLE);
       return;
     }
@@ -264,15 +270,20 @@ export class Exchange implements Sink {
       this.call = null;
       this.clearTryTimer();
       c.overflows++;
-      this.flags.push('UO');
+      this.flag('UO');
       this.localReply(503, resetBody('overflow'), GRPC_UNAVAILABLE);
     }
+  }
+
+  flag(f: ResponseFlag): void {
+    if (this.flags === NO_RESPONSE_FLAGS) this.flags = [f];
+    else this.flags.push(f);
   }
 
   /** Retries left, nothing sent downstream, and the request body can be sent again. */
   canRetry(): boolean {
     const r = this.retry;
-    if (r === null || this.done || this.headersSent || this.attempts > r.attempts) return false;
+    if (r === null || this.finished || this.headersSent || this.attempts > r.attempts) return false;
     const src = this.src;
     return src === null || (src.consumed === 0 && !src.failed);
   }
@@ -280,7 +291,7 @@ export class Exchange implements Sink {
   /** The retry policy would retry, but its attempts are used up: Envoy's URX. */
   noteExhausted(): void {
     const r = this.retry;
-    if (r !== null && r.attempts > 0 && this.attempts > r.attempts) this.flags.push('URX');
+    if (r !== null && r.attempts > 0 && this.attempts > r.attempts) this.flag('URX');
   }
 
   scheduleRetry(): void {
@@ -357,7 +368,7 @@ export class Exchange implements Sink {
     this.clearTryTimer();
     this.c.log?.debug({ cluster: this.c.name, upstream: call.ep.hostPort, kind, err: err.message, attempt: this.attempts }, 'upstream try failed');
     if (kind === 'downstream' || (this.src !== null && this.src.failed)) {
-      this.flags.push('DC');
+      this.flag('DC');
       this.finish();
       return;
     }
@@ -369,7 +380,7 @@ export class Exchange implements Sink {
     const flag: ResponseFlag = kind === 'connect' ? 'UF' : kind === 'reset' && !this.c.http2 ? 'UC' : 'UR';
     if (this.headersSent) {
       // The response was cut mid-body: the client must see a reset, not a short body.
-      this.flags.push(flag);
+      this.flag(flag);
       this.resetDownstream();
       return;
     }
@@ -378,7 +389,7 @@ export class Exchange implements Sink {
       if (this.canRetry()) { this.scheduleRetry(); return; }
       this.noteExhausted();
     }
-    this.flags.push(flag);
+    this.flag(flag);
     const reason = kind === 'connect' ? 'connection failure'
       : kind === 'refused' ? 'remote refused stream reset'
       : this.c.http2 ? 'remote reset' : 'connection termination';
@@ -388,7 +399,7 @@ export class Exchange implements Sink {
   // -------------------------------------------------------------- endings
 
   localReply(status: number, body: string, grpcStatus: number): void {
-    if (this.done) return;
+    if (this.finished) return;
     if (this.headersSent || (this.res as { headersSent: boolean }).headersSent) { this.resetDownstream(); return; }
     this.headersSent = true;
     this.status = this.up.grpc ? 200 : status;
@@ -414,8 +425,8 @@ export class Exchange implements Sink {
   }
 
   finish(): void {
-    if (this.done) return;
-    this.done = true;
+    if (this.finished) return;
+    this.finished = true;
     this.clearTryTimer();
     if (this.overallTimer !== null) { clearTimeout(this.overallTimer); this.overallTimer = null; }
     if (this.backoffTimer !== null) { clearTimeout(this.backoffTimer); this.backoffTimer = null; }
@@ -427,7 +438,7 @@ export class Exchange implements Sink {
       res.off('drain', onDownstreamDrain);
     }
     this.c.done();
-    this.resolve({
+    this.done(this.doneArg, {
       status: this.status,
       upstreamHost: this.endpoint !== null ? this.endpoint.hostPort : null,
       attempts: this.attempts,
@@ -455,9 +466,9 @@ function hasNoBody(req: DownstreamReq): boolean {
 
 function onDownstreamClose(this: TaggedRes): void {
   const ex = this[kExchange];
-  if (ex === undefined || ex.done) return;
+  if (ex === undefined || ex.finished) return;
   ex.abortTry();
-  ex.flags.push('DC');
+  ex.flag('DC');
   ex.finish();
 }
 
@@ -468,10 +479,10 @@ function onDownstreamDrain(this: TaggedRes): void {
 
 function onOverallTimeout(ex: Exchange): void {
   ex.overallTimer = null;
-  if (ex.done) return;
+  if (ex.finished) return;
   const call = ex.call;
   ex.abortTry();
-  ex.flags.push('UT');
+  ex.flag('UT');
   if (ex.headersSent) { ex.resetDownstream(); return; }
   if (call !== null) ex.c.recordLocalFailure(call.ep);
   ex.localReply(504, BODY_TIMEOUT, GRPC_DEADLINE_EXCEEDED);
@@ -479,7 +490,7 @@ function onOverallTimeout(ex: Exchange): void {
 
 function onTryTimeout(ex: Exchange, call: Call): void {
   ex.tryTimer = null;
-  if (ex.call !== call || ex.headersSent || ex.done) return;
+  if (ex.call !== call || ex.headersSent || ex.finished) return;
   ex.abortTry();
   ex.c.recordLocalFailure(call.ep);
   const r = ex.retry!;
@@ -487,16 +498,25 @@ function onTryTimeout(ex: Exchange, call: Call): void {
     if (ex.canRetry()) { ex.scheduleRetry(); return; }
     ex.noteExhausted();
   }
-  ex.flags.push('UT');
+  ex.flag('UT');
   ex.localReply(504, BODY_TIMEOUT, GRPC_DEADLINE_EXCEEDED);
 }
 
 function onBackoffDone(ex: Exchange): void {
   ex.backoffTimer = null;
-  if (!ex.done) ex.attempt();
+  if (!ex.finished) ex.attempt();
 }
 
 /** Forwards one request; resolves when the response is complete or abandoned. */
 export function forwardTo(c: ClusterRuntime, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks): Promise<ForwardResult> {
-  return new Promise<ForwardResult>((resolve) => new Exchange(c, req, res, up, hooks, resolve).begin());
+  return new Promise<ForwardResult>((resolve) => new Exchange(c, req, res, up, hooks, settlePromise as ForwardDone<unknown>, resolve).begin());
+}
+
+function settlePromise(resolve: (r: ForwardResult) => void, r: ForwardResult): void {
+  resolve(r);
+}
+
+/** forwardTo without the Promise: `done(arg, result)` once, possibly before this returns. */
+export function forwardThen<T>(c: ClusterRuntime, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks, done: ForwardDone<T>, arg: T): void {
+  new Exchange(c, req, res, up, hooks, done as ForwardDone<unknown>, arg).begin();
 }

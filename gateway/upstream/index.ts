@@ -18,11 +18,11 @@ import { PASSTHROUGH_CLUSTER } from '../../api/proxyconfig.ts';
 import { createResolver } from '../resolver.ts';
 import type { Resolver } from '../resolver.ts';
 import { ClusterRuntime } from './cluster.ts';
-import { BODY_NO_HEALTHY, forwardTo, writeLocalReply } from './forward.ts';
+import { BODY_NO_HEALTHY, forwardThen, forwardTo, writeLocalReply } from './forward.ts';
 import { mirrorTo } from './mirror.ts';
 import { PassthroughDestinations } from './passthrough.ts';
 import { DestinationGuard } from '../egress/guard.ts';
-import type { DownstreamReq, DownstreamRes, ForwardResult, ResponseHooks, UpstreamRequest, Upstreams } from './types.ts';
+import type { DownstreamReq, DownstreamRes, ForwardDone, ForwardResult, ResponseHooks, UpstreamRequest, Upstreams } from './types.ts';
 import { upgradeTo, writeRawReply } from './websocket.ts';
 
 export type { Upstreams } from './types.ts';
@@ -103,6 +103,16 @@ class UpstreamSet implements Upstreams {
       if (typeof c === 'string') return Promise.resolve(badDestination(res, up, hooks, c));
     }
     return forwardTo(c, req, res, up, hooks);
+  }
+
+  forwardThen<T>(cluster: string, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks, done: ForwardDone<T>, arg: T): void {
+    let c: ClusterRuntime | string | undefined = this.clusters.get(cluster);
+    if (c === undefined) { done(arg, noCluster(res, up, hooks, this.log, cluster)); return; }
+    if (c === this.passthrough?.base) {
+      c = this.passthrough.destination(up.authority);
+      if (typeof c === 'string') { done(arg, badDestination(res, up, hooks, c)); return; }
+    }
+    forwardThen(c, req, res, up, hooks, done, arg);
   }
 
   mirror(cluster: string, up: UpstreamRequest): void {

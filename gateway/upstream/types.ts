@@ -69,6 +69,8 @@ export interface ForwardResult {
   bytesSent: number;
 }
 
+export type ForwardDone<T> = (arg: T, r: ForwardResult) => void;
+
 export interface ResponseHooks {
   /**
    * Called once, before the upstream response head is written downstream, with the status
@@ -88,6 +90,11 @@ export interface Upstreams {
   update(clusters: Cluster[]): void;
   /** Sends the request to `cluster` and writes the response (or a local reply) to `res`. */
   forward(cluster: string, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks): Promise<ForwardResult>;
+  /**
+   * `forward` for the request path: `done(arg, result)` is called once, when the response is
+   * complete or abandoned, possibly before this returns. No Promise, no closure per request.
+   */
+  forwardThen<T>(cluster: string, req: DownstreamReq, res: DownstreamRes, up: UpstreamRequest, hooks: ResponseHooks, done: ForwardDone<T>, arg: T): void;
   /** Fire-and-forget copy of a request (mirroring); the response is discarded. `up.body` is a Buffer. */
   mirror(cluster: string, up: UpstreamRequest): void;
   /**

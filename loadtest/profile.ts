@@ -1,0 +1,126 @@
+// `node loadtest/profile.ts [--scenario plain] [--duration 10s] [--connections 50] [--out DIR]`:
+// where meshgate's CPU goes under closed-loop wrk load. Starts the loadtest upstream and
+// `meshgate up --concurrency 1` on the scenario's config with node's --cpu-prof, drives it with
+// wrk (after an unmeasured warm-up, so the profile is of optimised code), stops meshgate
+// cleanly (the profile is written at exit) and prints the top functions by self time and by
+// file. The .cpuprofile in DIR opens in Chrome DevTools (Performance → Load profile) or
+// speedscope for a flame graph.
+//
+// Plain HTTP/1.1 scenarios only (plain, routes-1k, headers, policies): it is for looking at
+// the request path, not for comparing with nginx (that is `npm run loadtest`).
+import { parseArgs } from 'node:util';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { SCENARIOS, type Ctx, type UpstreamPorts } from './scenarios.ts';
+import { selfSigned } from './certs.ts';
+import { writeConfig, ROOT } from './meshgate.ts';
+import { freePort, waitFor, captureTail } from './util.ts';
+
+interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number; children?: number[] }
+interface CpuProfile { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[]; timeDeltas: number[] }
+
+function log(line: string): void {
+  process.stderr.write(`[profile] ${line}\n`);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      scenario: { type: 'string', default: 'plain' },
+      duration: { type: 'string', default: '10s' },
+      connections: { type: 'string', default: '50' },
+      warmup: { type: 'string', default: '3s' },
+      out: { type: 'string' },
+      top: { type: 'string', default: '40' },
+    },
+  });
+  const sc = SCENARIOS.find((s) => s.name === values.scenario);
+  if (sc === undefined || sc.protocol !== 'http1') throw new Error(`--scenario: "${values.scenario}" is not a plain HTTP/1.1 scenario (${SCENARIOS.filter((s) => s.protocol === 'http1').map((s) => s.name).join(', ')})`);
+  const dur = /^(\d+)s$/.exec(values.duration!);
+  if (dur === null) throw new Error(`--duration: "${values.duration}" is not a whole number of seconds (10s)`);
+  const work = await mkdtemp(join(tmpdir(), 'meshgate-profile-'));
+  const out = values.out ?? join(work, 'prof');
+
+  const upstream = spawn(process.execPath, [join(ROOT, 'loadtest', 'upstream.ts'), '--names', 'v1,v2,v3'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let gw: ReturnType<typeof spawn> | null = null;
+  try {
+    const ports = await new Promise<UpstreamPorts>((resolve, reject) => {
+      let buf = '';
+      upstream.stdout!.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const nl = buf.indexOf('\n');
+        if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)) as UpstreamPorts);
+      });
+      upstream.once('exit', (c) => reject(new Error(`upstream exited with ${c}`)));
+    });
+    const pem = selfSigned('bench.local');
+    const ctx: Ctx = { up: ports, listen: await freePort(), pem, certFile: '', keyFile: '' };
+    await writeConfig(join(work, 'config'), sc.meshgate(ctx));
+    const health = await freePort();
+    const args = ['--cpu-prof', '--cpu-prof-dir', out, join(ROOT, 'cli', 'main.ts'), 'up', '--config', join(work, 'config'),
+      '--admin-port', String(await freePort()), '--health-port', String(health), '--metrics-port', String(await freePort()),
+      '--discovery-port', String(await freePort()), '--debug-port', String(await freePort()), '--log-level', 'warn', '--concurrency', '1'];
+    gw = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const tail = captureTail(gw);
+    await waitFor(async () => {
+      if (gw!.exitCode !== null) throw new Error(`meshgate exited:\n${tail()}`);
+      const r = await fetch(`http://127.0.0.1:${health}/healthz/ready`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
+      return r?.status === 200;
+    }, 60_000, 'meshgate ready', 100);
+    const hdrs = Object.entries(sc.request.headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+    const wrk = (d: string) => spawnSync('wrk', ['-t1', `-c${values.connections}`, `-d${d}`, '--timeout', '5s', '-H', `Host: ${sc.request.host}`, ...hdrs, `http://127.0.0.1:${ctx.listen}${sc.request.path}`], { encoding: 'utf8', timeout: 120_000 });
+    log(`warm-up ${values.warmup}`);
+    wrk(values.warmup!);
+    log(`load ${values.duration}, ${values.connections} connections`);
+    const r = wrk(values.duration!);
+    if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
+    process.stdout.write(r.stdout.split('\n').filter((l) => /Requests\/sec|Latency |Non-2xx|errors/.test(l)).join('\n') + '\n');
+    const exited = new Promise<void>((res) => gw!.once('exit', () => res()));
+    gw.kill('SIGTERM');
+    await exited;
+    gw = null;
+  } finally {
+    gw?.kill('SIGKILL');
+    upstream.stdin!.end();
+    upstream.kill('SIGTERM');
+  }
+
+  const files = (await readdir(out)).filter((f) => f.endsWith('.cpuprofile'));
+  if (files.length === 0) throw new Error(`no .cpuprofile in ${out} (did meshgate exit cleanly?)`);
+  const file = join(out, files.sort().at(-1)!);
+  summarize(JSON.parse(await readFile(file, 'utf8')) as CpuProfile, Number(values.top));
+  log(`profile: ${file}`);
+  if (values.out === undefined) log(`(in a temp dir; pass --out DIR to keep it elsewhere)`);
+  else await rm(join(work, 'config'), { recursive: true, force: true });
+}
+
+/** Self time per function and per file, from the sample counts. */
+function summarize(p: CpuProfile, top: number): void {
+  const byId = new Map<number, ProfileNode>();
+  for (const n of p.nodes) byId.set(n.id, n);
+  const self = new Map<number, number>();
+  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
+  const total = p.timeDeltas.reduce((a, b) => a + b, 0);
+  const fn = new Map<string, number>();
+  const file = new Map<string, number>();
+  for (const [id, us] of self) {
+    const n = byId.get(id)!;
+    const url = n.callFrame.url.startsWith('file://') ? relative(ROOT, n.callFrame.url.slice(7)) : n.callFrame.url;
+    const key = `${n.callFrame.functionName || '(anonymous)'}  ${url}${url ? ':' + (n.callFrame.lineNumber + 1) : ''}`;
+    fn.set(key, (fn.get(key) ?? 0) + us);
+    const f = url || n.callFrame.functionName;
+    file.set(f, (file.get(f) ?? 0) + us);
+  }
+  const pct = (us: number) => `${((100 * us) / total).toFixed(1).padStart(5)}%`;
+  process.stdout.write(`\nself time by function (of ${(total / 1e6).toFixed(1)} s sampled):\n`);
+  for (const [k, us] of [...fn].sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(us)}  ${k}\n`);
+  process.stdout.write(`\nself time by file:\n`);
+  for (const [k, us] of [...file].sort((a, b) => b[1] - a[1]).slice(0, 25)) process.stdout.write(`${pct(us)}  ${k}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`profile: ${(e as Error).message}\n`);
+  process.exitCode = 1;
+});
