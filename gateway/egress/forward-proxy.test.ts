@@ -402,6 +402,50 @@ describe('egress forward proxy', () => {
     }
   });
 
+  test('concurrent tunnels, one with a slow reader, each receive exactly their own bytes (the downlink read buffer is shared)', async () => {
+    // More than the kernel's socket buffers hold, so the proxy's writes to the stalled client queue in the proxy.
+    const SIZE = 16 * 1024 * 1024;
+    // Each server sends SIZE bytes of its own pattern once the client says go.
+    const pattern = (seed: number): Buffer => {
+      const b = Buffer.allocUnsafe(SIZE);
+      for (let i = 0; i < SIZE; i++) b[i] = (i * 31 + seed * 101 + (i >> 12)) & 255;
+      return b;
+    };
+    const servers = await Promise.all([1, 2, 3].map((seed) => new Promise<{ port: number; close: () => void; data: Buffer }>((resolve) => {
+      const data = pattern(seed);
+      const srv = net.createServer((sock) => { sock.once('data', () => sock.end(data)); sock.on('error', () => {}); });
+      srv.listen(0, '127.0.0.1', () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => srv.close(), data }));
+    })));
+    try {
+      const ports = servers.map((x) => [x.port, 'TCP'] as [number, string]);
+      const { port } = await plane(egressConfig({ entries: [...entries(), entry('bulk', ['bulk.internal'], ports, ['127.0.0.1/32'])] }));
+      const tunnels = await Promise.all(servers.map(async (srv) => {
+        const t = await openTunnel(port, `127.0.0.1:${srv.port}`);
+        assert.equal(t.status, 200);
+        return t;
+      }));
+      const download = (t: Tunnel, read: boolean) => new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        t.socket.on('data', (d: Buffer) => chunks.push(d));
+        t.socket.on('end', () => resolve(Buffer.concat(chunks)));
+        t.socket.on('error', reject);
+        if (read) t.socket.resume();
+        t.socket.write('go');
+      });
+      // The first client stalls while the two others download everything through the proxy.
+      const stalled = download(tunnels[0], false);
+      const others = await Promise.all([download(tunnels[1], true), download(tunnels[2], true)]);
+      tunnels[0].socket.resume();
+      const received = [await stalled, ...others];
+      received.forEach((got, k) => {
+        assert.equal(got.length, SIZE, `tunnel ${k}: length`);
+        assert.ok(got.equals(servers[k].data), `tunnel ${k}: bytes differ from what its server sent`);
+      });
+    } finally {
+      for (const srv of servers) srv.close();
+    }
+  });
+
   test('plain bytes through a tunnel to an HTTPS-only host are cut before they reach it', async () => {
     const { port } = await plane();
     const t = await openTunnel(port, `api.example.com:${tlsEcho.port}`);
