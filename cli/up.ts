@@ -9,7 +9,7 @@ import { meshConfigFlag } from './pilot.ts';
 import { startGateway } from '../gateway/run.ts';
 
 export const upCommand: Command = {
-  summary: 'Run pilot and one ingress gateway in one process on a folder of Istio YAML (file config, in-memory limits).',
+  summary: 'Run pilot and one gateway in one process on a folder of Istio YAML (file config, in-memory limits); --egress makes the gateway the egress forward proxy too.',
   options: {
     config: { type: 'string', default: 'examples' },
     'discovery-port': { type: 'string', default: '15010' },
