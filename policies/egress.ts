@@ -63,6 +63,12 @@ export interface EgressPolicy {
   /** Number of entries compiled. */
   readonly size: number;
   decide(req: EgressRequest): EgressDecision;
+  /**
+   * Some entry allows this port by `addresses` (TCP): only then can the address of a name
+   * the hosts refuse change the answer. The proxy looks names up for nothing else, so a
+   * refused name never becomes a DNS query (which would itself carry data out).
+   */
+  allowsByAddress(port: number): boolean;
 }
 
 /** An entry that cannot be compiled. `field` is the ServiceEntry path, e.g. `spec.ports[0].protocol`. */
@@ -218,6 +224,8 @@ class CompiledEgress implements EgressPolicy {
   readonly v4 = new TrieNode();
   readonly v6 = new TrieNode();
   hasAddresses = false;
+  /** Ports that TCP entries with `addresses` declare. */
+  readonly addressPorts = new Set<number>();
 
   constructor(mode: EgressConfig['mode'], audit: boolean, size: number) {
     this.mode = mode;
@@ -227,6 +235,10 @@ class CompiledEgress implements EgressPolicy {
 
   decide(req: EgressRequest): EgressDecision {
     return decideEgress(this, req);
+  }
+
+  allowsByAddress(port: number): boolean {
+    return this.addressPorts.has(port);
   }
 }
 
@@ -362,6 +374,9 @@ function indexEntry(p: CompiledEgress, ce: CompiledEntry, e: EgressEntry): void 
     node.rule ??= new Rule(text);
     node.rule.add(ce);
     p.hasAddresses = true;
+  }
+  if (ce.byAddress) {
+    for (const port of ce.ports.values()) if (port.kind === K_TCP) p.addressPorts.add(port.number);
   }
 }
 

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { ProxyAgent, fetch as undiciFetch } from 'undici';
 import { WebSocket } from 'ws';
 import { DataPlane } from '../dataplane.ts';
-import { createResolver } from '../resolver.ts';
+import { createResolver, type Resolver } from '../resolver.ts';
 import { DestinationGuard } from './guard.ts';
 import { createUpstreams } from '../upstream/index.ts';
 import type { EgressConfig, EgressEntry } from '../../api/policy.ts';
@@ -226,14 +226,14 @@ describe('egress forward proxy', () => {
     return cfg;
   }
 
-  async function plane(config: ProxyConfig = egressConfig()): Promise<{ dp: DataPlane; port: number }> {
+  async function plane(config: ProxyConfig = egressConfig(), res: Resolver = resolver): Promise<{ dp: DataPlane; port: number }> {
     const log = pino({ level: 'info' }, new Writable({
       write(chunk: Buffer, _enc, cb) { logLines.push(JSON.parse(chunk.toString())); cb(); },
     }));
     const guard = new DestinationGuard();
     const dp = new DataPlane({
-      upstreams: createUpstreams({ resolver, guard }), adminPort: 0, healthPort: 0, metricsPort: null, drainMs: 300, log,
-      forwardProxy: { port: 0, address: '127.0.0.1' }, resolver, guard,
+      upstreams: createUpstreams({ resolver: res, guard }), adminPort: 0, healthPort: 0, metricsPort: null, drainMs: 300, log,
+      forwardProxy: { port: 0, address: '127.0.0.1' }, resolver: res, guard,
     });
     planes.push(dp);
     await dp.start();
@@ -444,6 +444,20 @@ describe('egress forward proxy', () => {
     } finally {
       for (const srv of servers) srv.close();
     }
+  });
+
+  test('a CONNECT to a refused name is not even looked up, unless an addresses entry covers its port', async () => {
+    const looked: string[] = [];
+    const recording: Resolver = { ...resolver, resolve: (host: string) => { looked.push(host); return resolver.resolve(host); } };
+    const { port } = await plane(egressConfig(), recording);
+    const refused = parseResponse(await refusedConnect(port, 'evil.example:443'));
+    assert.equal(refused.status, 502);
+    assert.deepEqual(looked, [], 'no DNS query for a blocked name (it could carry data out)');
+    // Port tcpEcho.port has an addresses entry (127.0.0.0/8): there only the address can decide.
+    const t = await openTunnel(port, `other.example.com:${tcpEcho.port}`);
+    assert.equal(t.status, 200);
+    assert.deepEqual(looked, ['other.example.com']);
+    t.socket.destroy();
   });
 
   test('plain bytes through a tunnel to an HTTPS-only host are cut before they reach it', async () => {

@@ -111,6 +111,16 @@ async function connectResolved(fp: ForwardProxy, rt: EgressRuntime, req: http.In
   const client = req.socket.remoteAddress;
   let address: string | null = dest.ip ? dest.host : null;
   let resolveError = '';
+  if (address === null && !rt.policy.allowsByAddress(dest.port)) {
+    // Decided on the name alone: a name the allowlist refuses is not looked up at all, so a
+    // blocked CONNECT cannot smuggle data out in a DNS query for it.
+    const byName = rt.policy.decide({ host: dest.host, port: dest.port, protocol: 'TLS', sni: null, address: null });
+    if (!byName.allowed) {
+      noteDecision(rt, dest.host, dest.port, 'connect', byName, client, null);
+      refuseSocket(socket, 502, blockedBody(dest.host, dest.port, byName.reason), `${EGRESS_HEADER}: blocked\r\n`);
+      return;
+    }
+  }
   if (address === null) {
     try {
       const all = await rt.resolver.resolve(dest.host);
