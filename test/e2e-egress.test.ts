@@ -200,6 +200,27 @@ spec:
 ---
 ${originateTls('untrusted', untrusted.port, null)}---
 ${originateTls('pinned', pinned.port, join(state.path, 'other-ca.pem'))}`);
+  // Allowed by the allowlist, refused by an AuthorizationPolicy on the egress gateway: the
+  // security team's second lock, for plain requests and tunnels alike.
+  await dir.write('policy.yaml', `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: policy-denied}
+spec:
+  hosts: [denied.example.test]
+  ports:
+  - {number: ${api.port}, name: http, protocol: HTTP}
+  - {number: ${secure.port}, name: https, protocol: HTTPS}
+  resolution: DNS
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-denied-example, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: egressgateway}}
+  action: DENY
+  rules:
+  - to: [{operation: {hosts: [denied.example.test]}}]
+`);
   // Bad input next to good: each entry is reported and left out, the rest keeps working.
   await dir.write('bad.yaml', `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -232,7 +253,7 @@ spec:
   const pilot = run(['pilot', '--config', dir.path, '--mesh-config', meshConfig, '--discovery-port', String(discovery), '--debug-port', String(debug)]);
   const ports = await gatewayPorts();
   const proxyPort = await freePort();
-  const resolveFlags = ['api.example.test', 'a.wild.example.test', 'secure.example.test', 'untrusted.example.test', 'pinned.example.test', 'evil.example.test']
+  const resolveFlags = ['denied.example.test', 'api.example.test', 'a.wild.example.test', 'secure.example.test', 'untrusted.example.test', 'pinned.example.test', 'evil.example.test']
     .flatMap((h) => ['--resolve', `${h}=127.0.0.1`]);
   const gateway = run([
     'gateway', '--pilot', `127.0.0.1:${discovery}`, '--labels', 'istio=egressgateway', '--id', 'egress-1', '--concurrency', '1',
@@ -291,6 +312,18 @@ spec:
     const r = await tlsThrough(c.socket, 'evil.example.test', trusted.certPem);
     assert.equal(r.ok, false);
     assert.equal(secure.connections(), before, 'the proxy never connected to the server');
+  });
+
+  await t.test('an AuthorizationPolicy on the egress gateway refuses plain requests and tunnels the allowlist would let through', async () => {
+    const before = api.received.length;
+    const plain = await viaProxy(proxyPort, `http://denied.example.test:${api.port}/x`);
+    assert.equal(plain.status, 403, plain.body);
+    assert.equal(plain.body, 'RBAC: access denied');
+    assert.equal(api.received.length, before);
+    const tunnel = await connect(proxyPort, `denied.example.test:${secure.port}`);
+    assert.equal(tunnel.status, 403, tunnel.head);
+    assert.match(tunnel.head, /RBAC: access denied/);
+    tunnel.socket.destroy();
   });
 
   await t.test('CONNECT to a host not allowed is refused with 502', async () => {

@@ -2,6 +2,8 @@
 // the security of it:
 //
 //  1. authority    host name or IP literal, `[v6]:port`, port 1-65535; anything else 400.
+//     policies     the proxy's JWT, authorization and rate-limit policies, on the CONNECT
+//                  request (method CONNECT, host = target): 401/403/429 and close.
 //  2. resolve      the host, with the process's Resolver (an IP literal is itself): the
 //                  address is what `addresses` (CIDR) entries check and where we connect.
 //  3. decide       on the CONNECT line, SNI unknown (protocol TLS: a TLS entry matches by
@@ -23,6 +25,7 @@ import net from 'node:net';
 import type http from 'node:http';
 import type { EgressDecision } from '../../policies/egress.ts';
 import { writeSocketReply } from '../local-reply.ts';
+import { checkPolicies, requestFacts } from '../policy.ts';
 import type { TunnelBytes, TunnelFailure } from '../metrics.ts';
 import { parseClientHello, MAX_CLIENT_HELLO, type HelloResult } from './clienthello.ts';
 import { blockedBody, EGRESS_HEADER, noteDecision, shownDestination } from './decision.ts';
@@ -101,9 +104,25 @@ export function handleConnect(fp: ForwardProxy, rt: EgressRuntime, req: http.Inc
     refuseSocket(socket, 400, `forward proxy: CONNECT target ${JSON.stringify(url.slice(0, 300))} ${parsed.why}\n`, '');
     return;
   }
-  connectResolved(fp, rt, req, socket, head, parsed.value).catch((err: unknown) => {
-    rt.shared.log?.error({ err, target: url }, 'CONNECT failed');
-    socket.destroy();
+  const start = (): void => {
+    connectResolved(fp, rt, req, socket, head, parsed.value).catch((err: unknown) => {
+      rt.shared.log?.error({ err, target: url }, 'CONNECT failed');
+      socket.destroy();
+    });
+  };
+  const policies = rt.shared.policies;
+  if (policies === null) return start();
+  // The proxy's RequestAuthentication, AuthorizationPolicy and rate limits see the CONNECT
+  // request as Envoy's HTTP filters do (method CONNECT, host = the target, no path): a
+  // security team can say which sources may open tunnels to which hosts, before the
+  // allowlist is even asked.
+  const facts = requestFacts(req, policies, fp.boundPort, '', '', url);
+  checkPolicies(policies, req, facts, null, null, (v) => {
+    if (v.pass) return start();
+    let extra = '';
+    for (const [k, val] of Object.entries(v.headers)) extra += `${k}: ${val}\r\n`;
+    rt.shared.log?.info({ host: parsed.value.host, port: parsed.value.port, status: v.status, client: req.socket.remoteAddress }, 'CONNECT refused by policy');
+    refuseSocket(socket, v.status, v.body === '' ? '' : `${v.body}\n`, extra);
   });
 }
 
