@@ -31,6 +31,7 @@ import type { FailureKind, Gate, Outgoing, Sink } from '../upstream/pool.ts';
 import type { HeaderMap } from '../upstream/types.ts';
 import { h1Stats } from './enabled.ts';
 import { latin1 } from './head.ts';
+import { isToken, validFieldValue } from './chars.ts';
 
 /** Response heads beyond this are refused (http1.ts gives undici the same limit). */
 const MAX_RESPONSE_HEAD = 64 * 1024;
@@ -692,30 +693,6 @@ export class FastH1Call extends Call {
 
 // ---------------------------------------------------------------- encoding
 
-const TOKEN = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
-for (let c = 48; c <= 57; c++) TOKEN[c] = 1;
-for (let c = 65; c <= 90; c++) TOKEN[c] = 1;
-for (let c = 97; c <= 122; c++) TOKEN[c] = 1;
-
-function isToken(s: string): boolean {
-  if (s.length === 0) return false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c > 255 || TOKEN[c] !== 1) return false;
-  }
-  return true;
-}
-
-/** undici's header value check: HTAB, SP..~, 0x80..0xff. */
-function validValue(s: string): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 ? c !== 9 : c === 0x7f || c > 0xff) return false;
-  }
-  return true;
-}
-
 /** undici's path check: no control characters, space or anything beyond latin1. */
 function validPath(s: string): boolean {
   for (let i = 0; i < s.length; i++) {
@@ -745,7 +722,7 @@ function skippedRequestHeader(k: string): boolean {
  * null when something cannot be encoded.
  */
 function requestHead(out: Outgoing, length: number, chunked: boolean): string | null {
-  if (!isToken(out.method) || !validPath(out.path) || !validValue(out.authority)) return null;
+  if (!isToken(out.method) || !validPath(out.path) || !validFieldValue(out.authority)) return null;
   let head = `${out.method} ${out.path} HTTP/1.1\r\nhost: ${out.authority}\r\nconnection: keep-alive\r\n`;
   const h = out.headers;
   for (const k in h) {
@@ -754,11 +731,11 @@ function requestHead(out: Outgoing, length: number, chunked: boolean): string | 
     if (k === 'te' && v !== 'trailers') continue;
     if (!isToken(k)) return null;
     if (typeof v === 'string') {
-      if (!validValue(v)) return null;
+      if (!validFieldValue(v)) return null;
       head += `${k}: ${v}\r\n`;
     } else {
       for (let i = 0; i < v.length; i++) {
-        if (!validValue(v[i])) return null;
+        if (!validFieldValue(v[i])) return null;
         head += `${k}: ${v[i]}\r\n`;
       }
     }

@@ -25,6 +25,7 @@ import { Readable } from 'node:stream';
 import { handleRequest, type ListenerRuntime } from '../pipeline.ts';
 import { h1Stats } from './enabled.ts';
 import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, distinctOf, FALLBACK, INCOMPLETE, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.ts';
+import { isToken, validFieldValue } from './chars.ts';
 
 /** What the connection needs from its port: the current runtime, node's server for fallbacks. */
 export interface FastPort {
@@ -472,31 +473,6 @@ function dateHeader(): string {
  * node's checkIsHttpToken / checkInvalidHeaderChar: writeHead throws on the same input.
  * Table loops rather than regular expressions: they run for every header of every response.
  */
-const TCHAR = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
-for (let c = 48; c <= 57; c++) TCHAR[c] = 1;
-for (let c = 65; c <= 90; c++) TCHAR[c] = 1;
-for (let c = 97; c <= 122; c++) TCHAR[c] = 1;
-
-function isToken(s: string): boolean {
-  const n = s.length;
-  if (n === 0) return false;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c > 255 || TCHAR[c] !== 1) return false;
-  }
-  return true;
-}
-
-/** Anything but HTAB, SP..~ and 0x80..0xff. */
-function invalidValue(s: string): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 ? c !== 9 : c === 0x7f || c > 0xff) return true;
-  }
-  return false;
-}
-
 /** Chunks up to this size are copied next to the head / chunk framing: one write syscall. */
 const COALESCE_MAX = 16 * 1024;
 const CRLF = '\r\n';
@@ -662,7 +638,7 @@ export class FastRes extends EventEmitter {
 
 function headerLine(name: string, v: unknown): string {
   const s = typeof v === 'string' ? v : String(v);
-  if (invalidValue(s)) throw new TypeError(`Invalid character in header content ["${name}"]`);
+  if (!validFieldValue(s)) throw new TypeError(`Invalid character in header content ["${name}"]`);
   return `${name}: ${s}\r\n`;
 }
 

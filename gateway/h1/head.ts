@@ -15,6 +15,8 @@
 // first value, set-cookie is an array, cookie joins with `; `, every other repeated header
 // joins with `, `.
 
+import { TCHAR } from './chars.ts';
+
 /** Buffer#latin1Slice: node's own fast path for one-byte strings (not in the typings). */
 export function latin1(buf: Buffer, start: number, end: number): string {
   return (buf as unknown as { latin1Slice(s: number, e: number): string }).latin1Slice(start, end);
@@ -47,13 +49,6 @@ export const INCOMPLETE = 0;
 export const FALLBACK = 1;
 
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
-
-/** tchar of RFC 9110 5.6.2, upper-case letters included (names are lower-cased after). */
-const TCHAR = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
-for (let c = 48; c <= 57; c++) TCHAR[c] = 1;
-for (let c = 65; c <= 90; c++) TCHAR[c] = 1;
-for (let c = 97; c <= 122; c++) TCHAR[c] = 1;
 
 /** Header value bytes: HTAB, SP, VCHAR. obs-text (0x80+) is legal but rare: node decides. */
 const VCHAR = new Uint8Array(256);
