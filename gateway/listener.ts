@@ -133,6 +133,23 @@ function sanAllowed(sock: tls.TLSSocket, want: string[]): boolean {
 
 // ---------------------------------------------------------------- the port
 
+/**
+ * Binds `server` (exclusive: worker processes share ports through SO_REUSEPORT, not through
+ * the cluster module) and resolves with the bound port, or rejects with the bind error.
+ */
+export function listenOn(server: net.Server, host: string, port: number, reusePort: boolean): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => { server.removeListener('listening', onListening); reject(err); };
+    const onListening = () => {
+      server.removeListener('error', onError);
+      resolve((server.address() as net.AddressInfo).port);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen({ port, host, exclusive: true, reusePort });
+  });
+}
+
 export class PortListener implements FastPort {
   readonly address: string;
   readonly gatewayPort: number;
@@ -271,18 +288,8 @@ export class PortListener implements FastPort {
     return e.subjectAltNames.length === 0 || sanAllowed(sock, e.subjectAltNames);
   }
 
-  listen(port = this.localPort): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => { this.server.removeListener('listening', onListening); reject(err); };
-      const onListening = () => {
-        this.server.removeListener('error', onError);
-        this.boundPort = (this.server.address() as net.AddressInfo).port;
-        resolve();
-      };
-      this.server.once('error', onError);
-      this.server.once('listening', onListening);
-      this.server.listen({ port, host: this.address, exclusive: true, reusePort: this.reusePort });
-    });
+  async listen(port = this.localPort): Promise<void> {
+    this.boundPort = await listenOn(this.server, this.address, port, this.reusePort);
   }
 
   /** Swaps what this port serves. TLS: new connections use the new certificates. */

@@ -16,7 +16,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { EgressDecision } from '../../policies/egress.ts';
 import { clientAddress } from '../headers.ts';
-import { HEADERS_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_HEADER_BYTES } from '../listener.ts';
+import { HEADERS_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_HEADER_BYTES, listenOn } from '../listener.ts';
 import { writeSocketReply } from '../local-reply.ts';
 import { BLACKHOLE_CLUSTER } from '../../api/proxyconfig.ts';
 import { declaredRequestBytes, NO_FLAGS } from '../metrics.ts';
@@ -65,18 +65,8 @@ export class ForwardProxy {
     });
   }
 
-  listen(port = this.localPort): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => { this.server.removeListener('listening', onListening); reject(err); };
-      const onListening = () => {
-        this.server.removeListener('error', onError);
-        this.boundPort = (this.server.address() as net.AddressInfo).port;
-        resolve();
-      };
-      this.server.once('error', onError);
-      this.server.once('listening', onListening);
-      this.server.listen({ port, host: this.address, exclusive: true, reusePort: this.reusePort });
-    });
+  async listen(port = this.localPort): Promise<void> {
+    this.boundPort = await listenOn(this.server, this.address, port, this.reusePort);
   }
 
   update(runtime: EgressRuntime): void {

@@ -5,7 +5,6 @@
 // really served (or really handed over) the requests, so parity is never vacuous.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { DataPlane } from '../dataplane.ts';
 import { createUpstreams } from '../upstream/index.ts';
 import { startEcho, type Upstream } from '../../test/helpers/upstream.ts';
@@ -44,28 +43,6 @@ function normalise(s: string): string {
     .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<uuid>');
 }
 
-/** Sends `bytes` (as separate writes when given several parts) and reads until the server closes. */
-function exchange(port: number, parts: string | string[], timeoutMs = 3000): Promise<string> {
-  const list = typeof parts === 'string' ? [parts] : parts;
-  if (list.length === 1) return raw(port, list[0], timeoutMs);
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    let out = '';
-    const timer = setTimeout(() => { sock.destroy(); resolve(out); }, timeoutMs);
-    sock.setEncoding('latin1');
-    sock.on('data', (c: string) => { out += c; });
-    sock.on('close', () => { clearTimeout(timer); resolve(out); });
-    sock.on('error', (e) => { clearTimeout(timer); if (out) resolve(out); else reject(e); });
-    let i = 0;
-    const next = () => {
-      if (i >= list.length) return;
-      sock.write(list[i++]);
-      setTimeout(next, 30);
-    };
-    sock.on('connect', next);
-  });
-}
-
 describe('HTTP/1.1 fast path: parity with node:http + undici', () => {
   let up: Upstream;
   let fast: { dp: DataPlane; port: number };
@@ -84,10 +61,10 @@ describe('HTTP/1.1 fast path: parity with node:http + undici', () => {
   /** The same bytes to both planes; returns the fast plane's answer after asserting parity. */
   async function same(parts: string | string[], expect: { served?: number; fallbacks?: number } = {}): Promise<string> {
     const s0 = { ...h1Stats };
-    const a = normalise(await exchange(fast.port, parts));
+    const a = normalise(await raw(fast.port, parts));
     const served = h1Stats.served - s0.served;
     const fallbacks = h1Stats.fallbacks - s0.fallbacks;
-    const b = normalise(await exchange(slow.port, parts));
+    const b = normalise(await raw(slow.port, parts));
     assert.equal(h1Stats.served, s0.served + served, 'the slow plane does not use the fast path');
     assert.equal(a, b);
     if (expect.served !== undefined) assert.equal(served, expect.served, 'requests served by the fast path');

@@ -79,8 +79,12 @@ export function https1(port: number, path: string, tlsOpts: tls.ConnectionOption
   });
 }
 
-/** Sends raw bytes, returns everything the server wrote until it closed (or the timeout). */
-export function raw(port: number, bytes: string, timeoutMs = 3000): Promise<string> {
+/**
+ * Sends raw bytes (several parts: separate writes 30 ms apart), returns everything the server
+ * wrote until it closed (or the timeout).
+ */
+export function raw(port: number, bytes: string | string[], timeoutMs = 3000): Promise<string> {
+  const parts = typeof bytes === 'string' ? [bytes] : bytes;
   return new Promise((resolve, reject) => {
     const sock = net.connect(port, '127.0.0.1');
     let out = '';
@@ -89,6 +93,12 @@ export function raw(port: number, bytes: string, timeoutMs = 3000): Promise<stri
     sock.on('data', (c: string) => { out += c; });
     sock.on('close', () => { clearTimeout(timer); resolve(out); });
     sock.on('error', (e) => { clearTimeout(timer); if (out) resolve(out); else reject(e); });
-    sock.write(bytes);
+    let i = 0;
+    const next = () => {
+      if (i >= parts.length) return;
+      sock.write(parts[i++]);
+      if (i < parts.length) setTimeout(next, 30);
+    };
+    next();
   });
 }
