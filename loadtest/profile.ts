@@ -6,11 +6,16 @@
 // file. The .cpuprofile in DIR opens in Chrome DevTools (Performance → Load profile) or
 // speedscope for a flame graph.
 //
+// `--perf` records on-CPU samples with Linux perf instead (meshgate runs with
+// --perf-basic-prof so JIT frames have names): kernel time by the syscall that entered it,
+// user time by the nearest JS function. Needs `perf` and root (or perf_event_paranoid ≤ 1).
+//
 // Plain HTTP/1.1 scenarios only (plain, routes-1k, headers, policies): it is for looking at
 // the request path, not for comparing with nginx (that is `npm run loadtest`).
 import { parseArgs } from 'node:util';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { SCENARIOS, type Ctx, type UpstreamPorts } from './scenarios.ts';
@@ -34,6 +39,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '3s' },
       out: { type: 'string' },
       top: { type: 'string', default: '40' },
+      perf: { type: 'boolean', default: false },
     },
   });
   const sc = SCENARIOS.find((s) => s.name === values.scenario);
@@ -45,6 +51,7 @@ async function main(): Promise<void> {
 
   const upstream = spawn(process.execPath, [join(ROOT, 'loadtest', 'upstream.ts'), '--names', 'v1,v2,v3'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let gw: ReturnType<typeof spawn> | null = null;
+  let gwPid = 0;
   try {
     const ports = await new Promise<UpstreamPorts>((resolve, reject) => {
       let buf = '';
@@ -59,10 +66,12 @@ async function main(): Promise<void> {
     const ctx: Ctx = { up: ports, listen: await freePort(), pem, certFile: '', keyFile: '' };
     await writeConfig(join(work, 'config'), sc.meshgate(ctx));
     const health = await freePort();
-    const args = ['--cpu-prof', '--cpu-prof-dir', out, join(ROOT, 'cli', 'main.ts'), 'up', '--config', join(work, 'config'),
+    const profArgs = values.perf ? ['--perf-basic-prof'] : ['--cpu-prof', '--cpu-prof-dir', out];
+    const args = [...profArgs, join(ROOT, 'cli', 'main.ts'), 'up', '--config', join(work, 'config'),
       '--admin-port', String(await freePort()), '--health-port', String(health), '--metrics-port', String(await freePort()),
       '--discovery-port', String(await freePort()), '--debug-port', String(await freePort()), '--log-level', 'warn', '--concurrency', '1'];
     gw = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    gwPid = gw.pid ?? 0;
     const tail = captureTail(gw);
     await waitFor(async () => {
       if (gw!.exitCode !== null) throw new Error(`meshgate exited:\n${tail()}`);
@@ -74,7 +83,13 @@ async function main(): Promise<void> {
     log(`warm-up ${values.warmup}`);
     wrk(values.warmup!);
     log(`load ${values.duration}, ${values.connections} connections`);
+    let perf: ReturnType<typeof spawn> | null = null;
+    if (values.perf) {
+      await mkdir(out, { recursive: true });
+      perf = spawn('perf', ['record', '-F', '997', '-g', '-p', String(gw.pid), '-o', join(out, 'perf.data'), '--', 'sleep', String(Math.max(1, Number(dur[1]) - 1))], { stdio: ['ignore', 'ignore', 'pipe'] });
+    }
     const r = wrk(values.duration!);
+    if (perf !== null) await new Promise<void>((res) => perf!.exitCode !== null ? res() : perf!.once('exit', () => res()));
     if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
     process.stdout.write(r.stdout.split('\n').filter((l) => /Requests\/sec|Latency |Non-2xx|errors/.test(l)).join('\n') + '\n');
     const exited = new Promise<void>((res) => gw!.once('exit', () => res()));
@@ -87,6 +102,11 @@ async function main(): Promise<void> {
     upstream.kill('SIGTERM');
   }
 
+  if (values.perf) {
+    perfSummary(join(out, 'perf.data'), gwPid, Number(values.top));
+    log(`perf data: ${join(out, 'perf.data')}`);
+    return;
+  }
   const files = (await readdir(out)).filter((f) => f.endsWith('.cpuprofile'));
   if (files.length === 0) throw new Error(`no .cpuprofile in ${out} (did meshgate exit cleanly?)`);
   const file = join(out, files.sort().at(-1)!);
@@ -94,6 +114,85 @@ async function main(): Promise<void> {
   log(`profile: ${file}`);
   if (values.out === undefined) log(`(in a temp dir; pass --out DIR to keep it elsewhere)`);
   else await rm(join(work, 'config'), { recursive: true, force: true });
+}
+
+/**
+ * On-CPU samples from `perf record` (kernel included): the honest split between syscalls and
+ * JS, where --cpu-prof's wall-clock samples also land on a write the process was preempted
+ * in. User samples are charged to the nearest JS frame, so a builtin or a C++ call (string
+ * flattening, a megamorphic property load, a WriteWrap) counts where the JS asked for it.
+ */
+function perfSummary(data: string, pid: number, top: number): void {
+  dedupePerfMap(`/tmp/perf-${pid}.map`);
+  const r = spawnSync('perf', ['script', '-i', data, '-F', 'ip,sym', '--no-inline'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`perf script failed: ${r.stderr}`);
+  let total = 0;
+  let kernel = 0;
+  const syscalls = new Map<string, number>();
+  const byJs = new Map<string, number>();
+  for (const block of r.stdout.split('\n\n')) {
+    const frames = block.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => {
+      const sp = l.indexOf(' ');
+      return { ip: l.slice(0, sp), sym: l.slice(sp + 1) };
+    });
+    if (frames.length === 0) continue;
+    total++;
+    if (frames[0].ip.startsWith('ffffffff')) {
+      kernel++;
+      // The user frame that entered the kernel: write, read, epoll_pwait…
+      const entry = frames.find((f) => !f.ip.startsWith('ffffffff'));
+      const k = entry?.sym.replace(/^__GI___libc_/, '') ?? '(no user frame)';
+      syscalls.set(k, (syscalls.get(k) ?? 0) + 1);
+      continue;
+    }
+    const js = frames.find((f) => f.sym.startsWith('JS:'));
+    const key = js !== undefined
+      ? js.sym.replace(/^JS:[*+~^]?'/, '').replace(`file://${ROOT}/`, '')
+      : `native ${frames[0].sym.slice(0, 70)}`;
+    byJs.set(key, (byJs.get(key) ?? 0) + 1);
+  }
+  if (total === 0) throw new Error('perf recorded no samples');
+  const user = total - kernel;
+  const pct = (n: number, of: number) => `${((100 * n) / of).toFixed(1).padStart(5)}%`;
+  process.stdout.write(`\non-CPU samples: ${total}; kernel ${pct(kernel, total).trim()}, user ${pct(user, total).trim()}\n\nkernel time by the call that entered it (% of all samples):\n`);
+  for (const [k, n] of [...syscalls].sort((a, b) => b[1] - a[1]).slice(0, 8)) process.stdout.write(`${pct(n, total)}  ${k}\n`);
+  process.stdout.write(`\nuser time by nearest JS function, builtins and C++ it called included (% of user samples):\n`);
+  for (const [k, n] of [...byJs].sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(n, user)}  ${k}\n`);
+}
+
+/**
+ * V8 reuses code space: --perf-basic-prof's map file then holds stale entries whose ranges
+ * overlap newer code, and perf names samples after the stale ones (startup's YAML parser
+ * showing up under load). Keeps, for every address, the newest entry.
+ */
+function dedupePerfMap(file: string): void {
+  let text: string;
+  try { text = readFileSync(file, 'utf8'); } catch { return; }
+  const entries = text.split('\n').filter(Boolean).map((l) => {
+    const a = l.indexOf(' ');
+    const b = l.indexOf(' ', a + 1);
+    return { start: parseInt(l.slice(0, a), 16), size: parseInt(l.slice(a + 1, b), 16), line: l };
+  });
+  const kept: { start: number; end: number; line: string }[] = [];
+  const taken: [number, number][] = []; // sorted by start
+  const overlaps = (s: number, e: number): boolean => {
+    let lo = 0;
+    let hi = taken.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (taken[mid][0] < s) lo = mid + 1; else hi = mid; }
+    return (lo > 0 && taken[lo - 1][1] > s) || (lo < taken.length && taken[lo][0] < e);
+  };
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const { start, size, line } = entries[i];
+    const end = start + size;
+    if (overlaps(start, end)) continue;
+    let lo = 0;
+    let hi = taken.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (taken[mid][0] < start) lo = mid + 1; else hi = mid; }
+    taken.splice(lo, 0, [start, end]);
+    kept.push({ start, end, line });
+  }
+  kept.sort((a, b) => a.start - b.start);
+  writeFileSync(file, kept.map((k) => k.line).join('\n') + '\n');
 }
 
 /** Self time per function and per file, from the sample counts. */
