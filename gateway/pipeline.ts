@@ -131,7 +131,7 @@ class RouteHooks implements ResponseHooks {
   }
 }
 
-const NO_HOOKS: ResponseHooks = { onHeaders() {} };
+const NO_HOOKS: ResponseHooks = { onHeaders() {}, noop: true };
 
 function hooksFor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null, extra: Record<string, string> | null = null): ResponseHooks {
   if (route.responseOps === null && (wc === null || wc.responseOps === null) && origin === null && extra === null) return NO_HOOKS;

@@ -20,7 +20,8 @@
 //     (omitted for an empty body on methods that do not expect one), chunked for streamed
 //     bodies of unknown length — what undici sends;
 //   - the response: Content-Length, chunked (trailers kept) or close-delimited bodies;
-//     1xx heads skipped; repeated headers as arrays; values decoded as undici does (UTF-8).
+//     1xx heads skipped; repeated headers as arrays; values as latin-1 strings, as undici
+//     hands them over, so bytes beyond ASCII leave downstream as they came.
 import net from 'node:net';
 import type { LookupFunction, Socket } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -31,7 +32,8 @@ import type { FailureKind, Gate, Outgoing, Sink } from '../upstream/pool.ts';
 import type { HeaderMap } from '../upstream/types.ts';
 import { h1Stats } from './enabled.ts';
 import { latin1 } from './head.ts';
-import { isToken, validFieldValue } from './chars.ts';
+import { isToken, TCHAR, validFieldValue } from './chars.ts';
+import { RAW_HAS_DATE, RAW_HAS_LENGTH } from '../upstream/pool.ts';
 
 /** Response heads beyond this are refused (http1.ts gives undici the same limit). */
 const MAX_RESPONSE_HEAD = 64 * 1024;
@@ -432,7 +434,7 @@ class UpConn {
           const colon = b.indexOf(58, this.pos);
           if (colon < 0 || colon > eol) { this.fail('reset', new Error('bad trailer line')); return; }
           const name = latin1(b, this.pos, colon).trim().toLowerCase();
-          const value = decodeValue(b, colon + 1, eol - 1).trim();
+          const value = latin1(b, colon + 1, eol - 1).trim();
           addValue(this.trailers ??= {}, name, value);
           this.consume(eol + 1 - this.pos);
           break;
@@ -461,12 +463,23 @@ class UpConn {
       this.fail('reset', new Error('malformed upstream status line'));
       return false;
     }
+    if (status >= 200 && call.sink.rawHead === true) {
+      const lines = rawHeadLines(b, b.indexOf(10, start) + 1, end);
+      if (lines !== null) {
+        h1Stats.rawHeads++;
+        const r = RAW;
+        if (r.keepAlive !== null) this.keepAliveHint(r.keepAlive);
+        const flags = r.cl >= 0 ? RAW_HAS_LENGTH | r.date : r.date;
+        if (this.frame(status, minor, r.cl, r.chunked, r.connKeepAlive, r.connClose)) return this.deliverRaw(call, status, lines, flags);
+        call.sink.upstreamRawHead!(call, status, lines, flags);
+        return this.afterHead(call);
+      }
+    }
     // One string for the whole head (one native call instead of two per header line);
-    // string offsets are byte offsets from `start`. Values with bytes beyond ASCII are
-    // re-read as UTF-8 from the buffer, as undici decodes them.
+    // string offsets are byte offsets from `start`. Latin-1, as undici hands values over:
+    // bytes beyond ASCII go back out downstream exactly as they came (UTF-8 stays UTF-8).
     const text = latin1(b, start, end);
     const n = end - start;
-    const high = NON_ASCII.test(text);
     let i = text.indexOf('\n');
     const headers: HeaderMap = {};
     let cl = -1;
@@ -486,7 +499,9 @@ class UpConn {
         name = raw.toLowerCase();
         if (!isToken(name)) { this.fail('reset', new Error('malformed upstream header name')); return false; }
       }
-      const value = (high ? decodeValue(b, start + colon + 1, start + lineEnd - 1) : text.slice(colon + 1, lineEnd - 1)).trim();
+      const value = text.slice(colon + 1, lineEnd - 1).trim();
+      // A control character in a value: llhttp (undici) resets the connection on it.
+      if (!validFieldValue(value)) { this.fail('reset', new Error('malformed upstream header value')); return false; }
       switch (name) {
         case 'content-length': {
           if (!/^\d{1,15}$/.test(value) || (cl >= 0 && Number(value) !== cl)) { this.fail('reset', new Error('invalid upstream content-length')); return false; }
@@ -494,8 +509,7 @@ class UpConn {
           break;
         }
         case 'transfer-encoding': {
-          const v = value.toLowerCase();
-          chunked = v === 'chunked' || v.endsWith(',chunked') || v.endsWith(', chunked');
+          chunked = isChunked(value);
           break;
         }
         case 'connection': connection = value.toLowerCase(); break;
@@ -517,23 +531,42 @@ class UpConn {
       if (status === 101) { this.fail('reset', new Error('unexpected 101 from upstream')); return false; }
       return true;
     }
-    this.status = status;
-    this.last = minor === 0
-      ? connection === null || !connection.includes('keep-alive')
-      : connection !== null && connection.includes('close');
     if (keepAlive !== null) this.keepAliveHint(keepAlive);
+    const noBody = this.frame(status, minor, cl, chunked, connection !== null && connection.includes('keep-alive'), connection !== null && connection.includes('close'));
+    call.sink.upstreamHeaders(call, status, headers, false);
+    return noBody ? this.endAfterHead(call) : this.afterHead(call);
+  }
+
+  /**
+   * Reads the response's framing into the connection's state: whether the connection
+   * survives it (`last`) and how its body is delimited. True: the response has no body.
+   */
+  frame(status: number, minor: number, cl: number, chunked: boolean, connKeepAlive: boolean, connClose: boolean): boolean {
+    this.status = status;
+    this.last = minor === 0 ? !connKeepAlive : connClose;
     const noBody = this.headRequest || status === 204 || status === 304;
     if (noBody) this.left = 0;
     else if (chunked) this.rstate = R_CHUNK_SIZE;
     else if (cl >= 0) { this.rstate = R_LENGTH; this.left = cl; }
     else { this.rstate = R_UNTIL_CLOSE; this.last = true; }
-    call.sink.upstreamHeaders(call, status, headers, false);
-    if (this.call !== call) return false; // aborted by the sink (a retriable status)
-    if (noBody || (this.rstate === R_LENGTH && cl === 0)) {
-      this.complete(call, null);
-      return false;
-    }
-    return true;
+    return noBody || (this.rstate === R_LENGTH && cl === 0);
+  }
+
+  /** A bodiless response's raw head went to the sink: the exchange is complete. */
+  deliverRaw(call: FastH1Call, status: number, lines: Buffer, flags: number): boolean {
+    call.sink.upstreamRawHead!(call, status, lines, flags);
+    return this.endAfterHead(call);
+  }
+
+  /** After the sink heard the head: false stops parsing (the sink aborted the call). */
+  afterHead(call: FastH1Call): boolean {
+    return this.call === call; // a retriable status aborts the call from the sink
+  }
+
+  endAfterHead(call: FastH1Call): boolean {
+    if (this.call !== call) return false;
+    this.complete(call, null);
+    return false;
   }
 
   keepAliveHint(v: string): void {
@@ -595,7 +628,180 @@ class UpConn {
 type TaggedBody = Readable & { [kUp]?: UpConn };
 
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
-const NON_ASCII = /[^\x00-\x7f]/;
+
+function isChunked(value: string): boolean {
+  const v = value.toLowerCase();
+  return v === 'chunked' || v.endsWith(',chunked') || v.endsWith(', chunked');
+}
+
+// ---------------------------------------------------------------- raw response heads
+
+/** What rawHeadLines found besides the lines it kept (valid until its next call). */
+const RAW = {
+  cl: -1,
+  chunked: false,
+  connKeepAlive: false,
+  connClose: false,
+  keepAlive: null as string | null,
+  /** RAW_HAS_DATE when a Date line is among the kept ones, else 0. */
+  date: 0,
+};
+/** Heads with more lines than this take the header-map path. */
+const RAW_MAX_LINES = 32;
+const RAW_NAME_AT = new Int32Array(RAW_MAX_LINES);
+const RAW_NAME_LEN = new Int32Array(RAW_MAX_LINES);
+/** Output space: a head that could outgrow it (": " may add a byte per line) takes the map path. */
+const RAW_OUT = Buffer.allocUnsafeSlow(8 * 1024);
+const N_CONTENT_LENGTH = Buffer.from('content-length');
+const N_TRANSFER_ENCODING = Buffer.from('transfer-encoding');
+const N_CONNECTION = Buffer.from('connection');
+const N_KEEP_ALIVE = Buffer.from('keep-alive');
+const N_DATE = Buffer.from('date');
+const V_KEEP_ALIVE = N_KEEP_ALIVE;
+const V_CLOSE = Buffer.from('close');
+
+/** `out[at..]` (lower-case already) equals `name`. */
+function isName(out: Buffer, at: number, name: Buffer): boolean {
+  for (let i = 0; i < name.length; i++) if (out[at + i] !== name[i]) return false;
+  return true;
+}
+
+/** `b[from..to)` equals the lower-case `word`, ignoring ASCII case. */
+function isWordCi(b: Buffer, from: number, to: number, word: Buffer): boolean {
+  if (to - from !== word.length) return false;
+  for (let i = 0; i < word.length; i++) {
+    const c = b[from + i];
+    if ((c >= 65 && c <= 90 ? c + 32 : c) !== word[i]) return false;
+  }
+  return true;
+}
+
+/**
+ * The header lines of a response head (`b[from..end)`, each line with its CRLF) as the
+ * map path would write them downstream — names lower-cased, values trimmed, `name: value`,
+ * Connection (keep-alive/close), Keep-Alive and Transfer-Encoding dropped — built in one
+ * pass over the bytes, with no string per header. Null whenever the map path could answer
+ * differently, which then parses the head as before: a byte beyond ASCII or a control
+ * character in a value, a malformed line, a name that is not a token, starts with a digit
+ * (object keys order those first) or appears twice (the map groups repeats), a Connection
+ * naming other headers, grpc-status (retries read it), the other hop-by-hop names,
+ * a bad Content-Length, too many lines. RAW holds the framing it read.
+ */
+function rawHeadLines(b: Buffer, from: number, end: number): Buffer | null {
+  if (from <= 0 || 2 * (end - from) > RAW_OUT.length) return null;
+  const out = RAW_OUT;
+  const r = RAW;
+  r.cl = -1;
+  r.chunked = false;
+  r.connKeepAlive = false;
+  r.connClose = false;
+  r.keepAlive = null;
+  r.date = 0;
+  let o = 0;
+  let lines = 0;
+  let p = from;
+  while (p < end) {
+    // name, lower-cased into out
+    const ns = p;
+    const o0 = o;
+    let c = b[p];
+    if (c >= 48 && c <= 57) return null;
+    while (c !== 58) {
+      if (TCHAR[c] !== 1) return null;
+      out[o++] = c >= 65 && c <= 90 ? c + 32 : c;
+      if (++p >= end) return null;
+      c = b[p];
+    }
+    const nameLen = p - ns;
+    if (nameLen === 0) return null;
+    // a repeated name (compared case-insensitively; ^/~ counted equal: harmless, the map path takes it)
+    for (let k = 0; k < lines; k++) {
+      if (RAW_NAME_LEN[k] !== nameLen) continue;
+      const at = RAW_NAME_AT[k];
+      let same = true;
+      for (let i = 0; i < nameLen; i++) if ((b[at + i] | 0x20) !== (b[ns + i] | 0x20)) { same = false; break; }
+      if (same) return null;
+    }
+    if (lines === RAW_MAX_LINES) return null;
+    RAW_NAME_AT[lines] = ns;
+    RAW_NAME_LEN[lines] = nameLen;
+    lines++;
+    // value: OWS skipped, copied after ": ", trailing OWS dropped, must end CRLF
+    p++;
+    while (p < end && (b[p] === 32 || b[p] === 9)) p++;
+    const vs = p;
+    out[o++] = 58;
+    out[o++] = 32; // an empty value stays `name: `, as writeHead writes it
+    for (;;) {
+      if (p >= end) return null;
+      c = b[p];
+      if (c === 13) break;
+      if (c < 0x20 ? c !== 9 : c >= 0x7f) return null;
+      out[o++] = c;
+      p++;
+    }
+    if (p + 1 >= end || b[p + 1] !== 10) return null;
+    let ve = p;
+    while (ve > vs && (b[ve - 1] === 32 || b[ve - 1] === 9)) { ve--; o--; }
+    p += 2;
+    // names the map path treats apart
+    switch (nameLen) {
+      case 4:
+        if (isName(out, o0, N_DATE)) r.date = RAW_HAS_DATE;
+        break;
+      case 14:
+        if (isName(out, o0, N_CONTENT_LENGTH)) {
+          const n = ve - vs;
+          if (n < 1 || n > 15) return null;
+          let v = 0;
+          for (let i = vs; i < ve; i++) {
+            const d = b[i] - 48;
+            if (d < 0 || d > 9) return null;
+            v = v * 10 + d;
+          }
+          r.cl = v;
+        }
+        break;
+      case 17:
+        if (isName(out, o0, N_TRANSFER_ENCODING)) { r.chunked = isChunked(latin1(b, vs, ve)); o = o0; continue; }
+        break;
+      case 10:
+        if (isName(out, o0, N_CONNECTION)) {
+          if (isWordCi(b, vs, ve, V_KEEP_ALIVE)) r.connKeepAlive = true;
+          else if (isWordCi(b, vs, ve, V_CLOSE)) r.connClose = true;
+          else return null;
+          o = o0;
+          continue;
+        }
+        if (isName(out, o0, N_KEEP_ALIVE)) { r.keepAlive = latin1(b, vs, ve); o = o0; continue; }
+        break;
+      case 11: // grpc-status
+      case 16: // proxy-connection
+      case 7: // upgrade
+      case 2: // te
+        if (isHopOrGrpc(out, o0, nameLen)) return null;
+        break;
+    }
+    out[o++] = 13;
+    out[o++] = 10;
+  }
+  return Buffer.from(out.subarray(0, o));
+}
+
+const N_GRPC_STATUS = Buffer.from('grpc-status');
+const N_PROXY_CONNECTION = Buffer.from('proxy-connection');
+const N_UPGRADE = Buffer.from('upgrade');
+const N_TE = Buffer.from('te');
+
+function isHopOrGrpc(out: Buffer, at: number, len: number): boolean {
+  switch (len) {
+    case 11: return isName(out, at, N_GRPC_STATUS);
+    case 16: return isName(out, at, N_PROXY_CONNECTION);
+    case 7: return isName(out, at, N_UPGRADE);
+    case 2: return isName(out, at, N_TE);
+  }
+  return false;
+}
 
 /**
  * Common response header names as upstreams spell them, to their lower-case form: no
@@ -743,12 +949,6 @@ function requestHead(out: Outgoing, length: number, chunked: boolean): string | 
   if (length >= 0) head += `content-length: ${length}\r\n`;
   else if (chunked) head += 'transfer-encoding: chunked\r\n';
   return head + '\r\n';
-}
-
-/** Header values as undici decodes them: UTF-8 (ASCII takes the one-byte path). */
-function decodeValue(b: Buffer, start: number, end: number): string {
-  for (let i = start; i < end; i++) if (b[i] >= 0x80) return b.toString('utf8', start, end);
-  return latin1(b, start, end);
 }
 
 function addValue(h: HeaderMap, name: string, value: string): void {

@@ -26,6 +26,7 @@ import { handleRequest, type ListenerRuntime } from '../pipeline.ts';
 import { h1Stats } from './enabled.ts';
 import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, distinctOf, FALLBACK, INCOMPLETE, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.ts';
 import { isToken, validFieldValue } from './chars.ts';
+import { RAW_HAS_DATE, RAW_HAS_LENGTH } from '../upstream/pool.ts';
 
 /** What the connection needs from its port: the current runtime, node's server for fallbacks. */
 export interface FastPort {
@@ -499,6 +500,8 @@ export class FastRes extends EventEmitter {
   needDrain = false;
   /** Head not written yet (it goes out with the first bytes of body or at end). */
   pendingHead: string | null = null;
+  /** writeRawHead's header lines, written between the status line and pendingHead. */
+  pendingRaw: Buffer | null = null;
   chunked = false;
   /** 204/304/HEAD: a head only. */
   noBody = false;
@@ -518,7 +521,7 @@ export class FastRes extends EventEmitter {
 
   writeHead(status: number, headers?: Record<string, unknown>): this {
     if (this.headersSent) throw new Error('Cannot write headers after they are sent to the client');
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
+    let head = statusLine(status);
     let hasLength = false;
     let hasDate = false;
     let connection: string | null = null;
@@ -541,8 +544,27 @@ export class FastRes extends EventEmitter {
         else if (n === 'transfer-encoding') hasLength = true; // the caller frames it
       }
     }
-    this.statusCode = status;
     this.sentHeaders = headers ?? null;
+    this.pendingHead = this.headTail(status, head, hasLength, hasDate, connection);
+    return this;
+  }
+
+  /**
+   * A head from the fast-path client as bytes (Sink.upstreamRawHead): `lines` are the
+   * header lines writeHead would have written for the same response, so only the status
+   * line and the tail (Date, keep-alive, framing) are added here. getHeader() answers
+   * undefined for these: nothing reads response headers back on this path (gRPC, the one
+   * reader, never takes it).
+   */
+  writeRawHead(status: number, lines: Buffer, flags: number): void {
+    if (this.headersSent) throw new Error('Cannot write headers after they are sent to the client');
+    this.pendingRaw = lines;
+    this.pendingHead = this.headTail(status, '', (flags & RAW_HAS_LENGTH) !== 0, (flags & RAW_HAS_DATE) !== 0, null);
+  }
+
+  /** Status and framing state; returns what follows the header lines, final CRLF included. */
+  private headTail(status: number, head: string, hasLength: boolean, hasDate: boolean, connection: string | null): string {
+    this.statusCode = status;
     this.noBody = this.headRequest || status === 204 || status === 304 || (status >= 100 && status < 200);
     if (!hasDate) head += dateHeader();
     const conn = this.conn;
@@ -558,9 +580,8 @@ export class FastRes extends EventEmitter {
       head += 'Transfer-Encoding: chunked\r\n';
       this.chunked = true;
     }
-    this.pendingHead = head + CRLF;
     this.headersSent = true;
-    return this;
+    return head + CRLF;
   }
 
   addTrailers(t: Record<string, string>): void {
@@ -598,6 +619,11 @@ export class FastRes extends EventEmitter {
     const sock = this.conn.sock;
     let prefix = this.pendingHead ?? '';
     this.pendingHead = null;
+    const raw = this.pendingRaw;
+    if (raw !== null) {
+      this.pendingRaw = null;
+      return this.flushRaw(raw, prefix, body, last);
+    }
     let suffix = '';
     if (this.chunked) {
       if (body !== null) {
@@ -628,12 +654,60 @@ export class FastRes extends EventEmitter {
     return ok;
   }
 
+  /**
+   * flush() for a head given as bytes: status line, the lines, `tail` (the rest of the head)
+   * and the body's first piece in one buffer, one write.
+   */
+  private flushRaw(lines: Buffer, tail: string, body: Buffer | null, last: boolean): boolean {
+    const sock = this.conn.sock;
+    const status = statusLine(this.statusCode);
+    let suffix = '';
+    if (this.chunked) {
+      if (body !== null) {
+        tail += body.length.toString(16) + CRLF;
+        suffix = CRLF;
+      }
+      if (last) suffix += this.trailers === null ? LAST_CHUNK : lastChunkWithTrailers(this.trailers);
+    }
+    const whole = body === null || body.length <= COALESCE_MAX;
+    const inline = body !== null && whole ? body.length : 0;
+    const out = Buffer.allocUnsafe(status.length + lines.length + tail.length + (whole ? inline + suffix.length : 0));
+    let o = out.write(status, 0, 'latin1');
+    out.set(lines, o);
+    o += lines.length;
+    o += out.write(tail, o, 'latin1');
+    if (body !== null && inline > 0) {
+      out.set(body, o);
+      o += inline;
+    }
+    if (whole) {
+      if (suffix.length > 0) out.write(suffix, o, 'latin1');
+      const ok = sock.write(out);
+      if (!ok) this.needDrain = true;
+      return ok;
+    }
+    sock.cork();
+    sock.write(out);
+    sock.write(body!);
+    let ok = suffix.length > 0 ? sock.write(suffix, 'latin1') : true;
+    sock.uncork();
+    ok = ok && sock.writableLength < sock.writableHighWaterMark;
+    if (!ok) this.needDrain = true;
+    return ok;
+  }
+
   destroy(): this {
     if (this.destroyed) return this;
     this.destroyed = true;
     this.conn.sock.destroy();
     return this;
   }
+}
+
+/** `HTTP/1.1 200 OK\r\n`, node's reason phrases; built once per status. */
+const STATUS_LINES: string[] = [];
+function statusLine(status: number): string {
+  return STATUS_LINES[status] ??= `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
 }
 
 function headerLine(name: string, v: unknown): string {

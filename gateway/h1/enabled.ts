@@ -12,6 +12,7 @@ export function h1FastPathEnabled(): boolean {
 
 /**
  * What the fast path did in this process, for tests and the curious: requests it served,
- * connections it handed to node's server, requests its upstream client sent.
+ * connections it handed to node's server, requests its upstream client sent, response heads
+ * it passed to the client as bytes (no header map).
  */
-export const h1Stats = { served: 0, fallbacks: 0, upstreamRequests: 0 };
+export const h1Stats = { served: 0, fallbacks: 0, upstreamRequests: 0, rawHeads: 0 };

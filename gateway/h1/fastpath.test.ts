@@ -169,3 +169,106 @@ describe('HTTP/1.1 fast path: parity with node:http + undici', () => {
     await same('GET /api/dup HTTP/1.1\r\nHost: svc\r\nCookie: a=1\r\nCookie: b=2\r\nAccept: x\r\nAccept: y\r\nUser-Agent: one\r\nUser-Agent: two\r\nConnection: close\r\n\r\n', { served: 1 });
   });
 });
+
+// Response heads: the fast-path client hands a well-formed head to the fast downstream as
+// bytes (no header map) when nothing edits it. An upstream speaking raw bytes answers each
+// path with a canned head, so every shape the byte path must get right — or must decline,
+// leaving the head to the map path — is compared with node:http + undici.
+describe('HTTP/1.1 fast path: response heads passed as bytes match the header-map path', () => {
+  const HEADS: Record<string, { head: string; body?: string; raw: boolean }> = {
+    plain: { head: 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nX-Upstream: a\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=30\r\n', body: 'ok', raw: true },
+    spacing: { head: 'HTTP/1.1 201 Whatever\r\ncontent-length:2\r\nX-Pad:   a b\r\nX-Empty:\r\nX-Tab:\tv\r\nETag: "x"\r\n', body: 'ok', raw: true },
+    chunked: { head: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n', body: '5\r\nhello\r\n0\r\n\r\n', raw: true },
+    // bodies past the size copied next to the head (16 KiB): head, body and framing as separate writes
+    bigchunked: { head: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n', body: `9c40\r\n${'c'.repeat(40_000)}\r\n0\r\n\r\n`, raw: true },
+    biglength: { head: 'HTTP/1.1 200 OK\r\nContent-Length: 40000\r\n', body: 'l'.repeat(40_000), raw: true },
+    nocontent: { head: 'HTTP/1.1 204 No Content\r\nX-A: 1\r\n', raw: true },
+    close: { head: 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n', body: 'ok', raw: true },
+    unknownstatus: { head: 'HTTP/1.1 299 Custom\r\nContent-Length: 0\r\n', raw: true },
+    // declined: the map path answers
+    repeated: { head: 'HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-A: 1\r\nset-cookie: b=2\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    caretilde: { head: 'HTTP/1.1 200 OK\r\nX-^: 1\r\nX-~: 2\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    digitname: { head: 'HTTP/1.1 200 OK\r\nX-A: 1\r\n123: 2\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    connectionnames: { head: 'HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Keep: 2\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    obstext: { head: 'HTTP/1.1 200 OK\r\nX-Name: caf\u00e9\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    // café in UTF-8 (this table is sent as latin-1): the same two bytes must come out
+    utf8: { head: 'HTTP/1.1 200 OK\r\nX-Name: caf\u00c3\u00a9\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    control: { head: 'HTTP/1.1 200 OK\r\nX-Bad: a\u0001b\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    grpcstatus: { head: 'HTTP/1.1 200 OK\r\ngrpc-status: 14\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    upgrade: { head: 'HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
+    badlength: { head: 'HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n', body: 'ok', raw: false },
+    many: { head: `HTTP/1.1 200 OK\r\n${Array.from({ length: 40 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}Content-Length: 2\r\n`, body: 'ok', raw: false },
+  };
+  let server: import('node:net').Server;
+  let upPort = 0;
+  let fast: { dp: DataPlane; port: number };
+  let slow: { dp: DataPlane; port: number };
+  before(async () => {
+    const net = await import('node:net');
+    server = net.createServer((sock) => {
+      let buf = '';
+      sock.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        for (;;) {
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          const head = buf.slice(0, end);
+          buf = buf.slice(end + 4);
+          const name = /^\w+ \/api\/(\w+)/.exec(head)?.[1] ?? '';
+          const h = HEADS[name];
+          if (h === undefined) { sock.end('HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n'); return; }
+          const body = head.startsWith('HEAD ') ? '' : h.body ?? '';
+          sock.write(Buffer.from(`${h.head}\r\n${body}`, 'latin1'));
+          if (/Connection: close/i.test(h.head)) sock.end();
+        }
+      });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    upPort = (server.address() as import('node:net').AddressInfo).port;
+    fast = await planeWith(true, upPort);
+    slow = await planeWith(false, upPort);
+  });
+  after(async () => {
+    await fast.dp.close(200);
+    await slow.dp.close(200);
+    server.close();
+  });
+
+  for (const [name, h] of Object.entries(HEADS)) {
+    test(`${name}: ${h.raw ? 'passed as bytes' : 'declined, the map path answers'}; same bytes either way`, async () => {
+      const s0 = { ...h1Stats };
+      const req = `GET /api/${name} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n`;
+      const a0 = await raw(fast.port, req);
+      const a = normalise(a0);
+      assert.equal(h1Stats.served - s0.served, 1, 'served by the fast path');
+      assert.equal(h1Stats.rawHeads - s0.rawHeads, h.raw ? 1 : 0, 'head passed as bytes');
+      const b = normalise(await raw(slow.port, req));
+      assert.equal(a, b);
+      // The upstream's Date is kept (lower-cased like every name), none is added.
+      if (name === 'plain') assert.match(a0, /^HTTP\/1\.1 200 OK\r\ncontent-type: text\/plain\r\ncontent-length: 2\r\nx-upstream: a\r\ndate: Sat, 01 Jan 2000 00:00:00 GMT\r\nConnection: close\r\n\r\nok$/);
+      if (name === 'spacing') assert.match(a, /\r\nx-pad: a b\r\nx-empty: \r\nx-tab: v\r\netag: "x"\r\n/);
+      if (name === 'utf8') assert.ok(Buffer.from(a0, 'latin1').includes(Buffer.from('x-name: café\r\n', 'utf8')), 'UTF-8 bytes unchanged');
+      if (name === 'control') assert.match(a, /^HTTP\/1\.1 503 /);
+      if (name === 'chunked') assert.match(a, /Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n$/);
+    });
+  }
+
+  test('HEAD: a head as bytes with its Content-Length and no body', async () => {
+    const s0 = { ...h1Stats };
+    const req = 'HEAD /api/plain HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n';
+    const a = normalise(await raw(fast.port, req));
+    assert.equal(h1Stats.rawHeads - s0.rawHeads, 1);
+    assert.equal(a, normalise(await raw(slow.port, req)));
+    assert.match(a, /content-length: 2\r\n[\s\S]*\r\n\r\n$/);
+  });
+
+  test('a route that edits response headers never takes the byte path', async () => {
+    const s0 = { ...h1Stats };
+    const req = 'GET /edited/plain HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n';
+    const a = normalise(await raw(fast.port, req));
+    assert.equal(h1Stats.served - s0.served, 1);
+    assert.equal(h1Stats.rawHeads - s0.rawHeads, 0);
+    assert.match(a, /x-resp: set/);
+  });
+});

@@ -180,6 +180,10 @@ const kExchange = Symbol('meshgate.exchange');
 type TaggedRes = DownstreamRes & { [kExchange]?: Exchange };
 
 const EMPTY = Buffer.alloc(0);
+const NO_HEADERS: HeaderMap = Object.freeze({}) as HeaderMap;
+
+/** A downstream response that takes a head as bytes (the HTTP/1.1 fast path's FastRes). */
+interface RawHeadRes { writeRawHead(status: number, lines: Buffer, flags: number): void }
 // Frozen: a result's flags are read, never edited; a push would throw rather than leak.
 const NO_RESPONSE_FLAGS = Object.freeze([]) as unknown as ResponseFlag[];
 
@@ -197,6 +201,8 @@ export class Exchange implements Sink {
   readonly src: BodySource | null;
   hash = -1;
   setCookie: string | null = null;
+  /** The response head may reach the client as the fast-path client's bytes (Sink.rawHead). */
+  rawHead = false;
 
   call: Call | null = null;
   endpoint: EndpointState | null = null;
@@ -248,6 +254,7 @@ export class Exchange implements Sink {
         this.hash = hashString(value);
       }
     }
+    this.rawHead = this.hooks.noop === true && this.setCookie === null && !this.up.grpc && typeof (res as unknown as Partial<RawHeadRes>).writeRawHead === 'function';
     this.attempt();
   }
 
@@ -301,8 +308,8 @@ export class Exchange implements Sink {
 
   // -------------------------------------------------------------- Sink
 
-  upstreamHeaders(call: Call, status: number, headers: HeaderMap, endStream: boolean): void {
-    if (call !== this.call) return;
+  /** Outlier detection hears the status; true when the policy retries it (the call is aborted). */
+  retriedOn(call: Call, status: number, headers: HeaderMap): boolean {
     this.c.recordStatus(call.ep, status);
     const r = this.retry;
     if (r !== null && retriableResponse(r, status, headers)) {
@@ -311,11 +318,26 @@ export class Exchange implements Sink {
         this.call = null;
         this.clearTryTimer();
         this.scheduleRetry();
-        return;
+        return true;
       }
       this.noteExhausted();
     }
     this.clearTryTimer();
+    return false;
+  }
+
+  upstreamRawHead(call: Call, status: number, lines: Buffer, flags: number): void {
+    if (call !== this.call) return;
+    // rawHeadLines refuses heads with grpc-status: no header a retry reads is missing here.
+    if (this.retriedOn(call, status, NO_HEADERS)) return;
+    this.status = status;
+    this.headersSent = true;
+    (this.res as unknown as RawHeadRes).writeRawHead(status, lines, flags);
+  }
+
+  upstreamHeaders(call: Call, status: number, headers: HeaderMap, endStream: boolean): void {
+    if (call !== this.call) return;
+    if (this.retriedOn(call, status, headers)) return;
     stripResponseHopByHop(headers);
     if (this.setCookie !== null) appendHeader(headers, 'set-cookie', this.setCookie);
     callHook(this.hooks, status, headers, this.c.log);

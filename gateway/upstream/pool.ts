@@ -16,8 +16,26 @@ export type FailureKind =
   | 'invalid'    // the request could not be encoded (bad header value): never sent
   | 'downstream';// the downstream request body failed (client went away)
 
+/** upstreamRawHead flags: a Content-Length line / a Date line is among the lines. */
+export const RAW_HAS_LENGTH = 1;
+export const RAW_HAS_DATE = 2;
+
 export interface Sink {
   upstreamHeaders(call: Call, status: number, headers: HeaderMap, endStream: boolean): void;
+  /**
+   * Set when the sink forwards the response head unchanged to a downstream that can take
+   * it as bytes (the HTTP/1.1 fast path, no response edits): the fast-path client may then
+   * call upstreamRawHead instead of building a header map.
+   */
+  readonly rawHead?: boolean;
+  /**
+   * A final (≥ 200) response head as header lines: lower-case names, `name: value` with the
+   * value trimmed, CRLF after each, hop-by-hop and framing lines (Connection, Keep-Alive,
+   * Transfer-Encoding) already dropped, names all distinct — exactly what writeHead would
+   * write for the map upstreamHeaders would have had. `flags`: RAW_HAS_LENGTH, RAW_HAS_DATE.
+   * `lines` is the sink's to keep.
+   */
+  upstreamRawHead?(call: Call, status: number, lines: Buffer, flags: number): void;
   upstreamData(call: Call, chunk: Buffer): void;
   upstreamEnd(call: Call, trailers: HeaderMap | null): void;
   upstreamError(call: Call, kind: FailureKind, err: Error): void;

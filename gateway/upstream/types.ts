@@ -78,6 +78,8 @@ export interface ResponseHooks {
    * per-destination response header ops, CORS headers). Also called for local replies.
    */
   onHeaders(status: number, headers: HeaderMap): void;
+  /** True when onHeaders never changes anything: the response head may pass through as bytes. */
+  readonly noop?: boolean;
 }
 
 export interface Upstreams {
