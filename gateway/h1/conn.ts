@@ -85,6 +85,12 @@ export class FastConnection {
   /** Close once the current exchange completes (Connection: close, server closing). */
   closeAfter = false;
   closing = false;
+  /**
+   * Head tails for raw heads (Date?, connection line, chunked?, CRLF) as bytes, by
+   * hasDate | close << 1 | chunked << 2; those with a Date are for `tailDate`'s second.
+   */
+  tails: (Buffer | undefined)[] = [];
+  tailDate = '';
 
   constructor(sock: Socket, port: FastPort) {
     this.sock = sock;
@@ -98,6 +104,25 @@ export class FastConnection {
     // One rolling inactivity timer per connection (refreshed by every read and write):
     // idle keep-alive connections close, partial heads get 408, as node's server does.
     sock.setTimeout(port.keepAliveMs);
+  }
+
+  /** The end of a raw head (see FastRes.writeRawHead), cached per connection. */
+  tail(hasDate: boolean, close: boolean, chunked: boolean): Buffer {
+    const key = (hasDate ? 1 : 0) | (close ? 2 : 0) | (chunked ? 4 : 0);
+    let date = '';
+    if (!hasDate) {
+      date = dateHeader();
+      if (date !== this.tailDate) {
+        this.tailDate = date;
+        this.tails = [];
+      }
+    }
+    let t = this.tails[key];
+    if (t === undefined) {
+      t = Buffer.from(`${date}${close ? 'Connection: close\r\n' : this.port.keepAliveHeader}${chunked ? 'Transfer-Encoding: chunked\r\n' : ''}\r\n`, 'latin1');
+      this.tails[key] = t;
+    }
+    return t;
   }
 
   onData(chunk: Buffer): void {
@@ -500,8 +525,9 @@ export class FastRes extends EventEmitter {
   needDrain = false;
   /** Head not written yet (it goes out with the first bytes of body or at end). */
   pendingHead: string | null = null;
-  /** writeRawHead's header lines, written between the status line and pendingHead. */
+  /** writeRawHead's header lines and the rest of its head, not written yet. */
   pendingRaw: Buffer | null = null;
+  pendingTail: Buffer | null = null;
   chunked = false;
   /** 204/304/HEAD: a head only. */
   noBody = false;
@@ -558,29 +584,40 @@ export class FastRes extends EventEmitter {
    */
   writeRawHead(status: number, lines: Buffer, flags: number): void {
     if (this.headersSent) throw new Error('Cannot write headers after they are sent to the client');
+    const close = this.headState(status, (flags & RAW_HAS_LENGTH) !== 0, null) === TAIL_CLOSE;
     this.pendingRaw = lines;
-    this.pendingHead = this.headTail(status, '', (flags & RAW_HAS_LENGTH) !== 0, (flags & RAW_HAS_DATE) !== 0, null);
+    this.pendingTail = this.conn.tail((flags & RAW_HAS_DATE) !== 0, close, this.chunked);
   }
 
-  /** Status and framing state; returns what follows the header lines, final CRLF included. */
-  private headTail(status: number, head: string, hasLength: boolean, hasDate: boolean, connection: string | null): string {
+  /**
+   * Status and framing state for a head about to be written: noBody, chunked (no length
+   * and a body), whether the connection closes after it. Returns which connection line
+   * the head ends with.
+   */
+  private headState(status: number, hasLength: boolean, connection: string | null): number {
     this.statusCode = status;
     this.noBody = this.headRequest || status === 204 || status === 304 || (status >= 100 && status < 200);
-    if (!hasDate) head += dateHeader();
+    this.chunked = !hasLength && !this.noBody;
+    this.headersSent = true;
     const conn = this.conn;
     if (connection !== null) {
       if (connection.includes('close')) conn.closeAfter = true;
-    } else if (conn.closeAfter || conn.closing) {
+      return TAIL_GIVEN;
+    }
+    if (conn.closeAfter || conn.closing) {
       conn.closeAfter = true;
-      head += 'Connection: close\r\n';
-    } else {
-      head += conn.port.keepAliveHeader;
+      return TAIL_CLOSE;
     }
-    if (!hasLength && !this.noBody) {
-      head += 'Transfer-Encoding: chunked\r\n';
-      this.chunked = true;
-    }
-    this.headersSent = true;
+    return TAIL_KEEP_ALIVE;
+  }
+
+  /** headState, then what follows the header lines (Date, connection, framing, CRLF). */
+  private headTail(status: number, head: string, hasLength: boolean, hasDate: boolean, connection: string | null): string {
+    const mode = this.headState(status, hasLength, connection);
+    if (!hasDate) head += dateHeader();
+    if (mode === TAIL_CLOSE) head += 'Connection: close\r\n';
+    else if (mode === TAIL_KEEP_ALIVE) head += this.conn.port.keepAliveHeader;
+    if (this.chunked) head += 'Transfer-Encoding: chunked\r\n';
     return head + CRLF;
   }
 
@@ -593,7 +630,7 @@ export class FastRes extends EventEmitter {
     if (!this.headersSent) this.writeHead(this.statusCode);
     const body = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     if (body.length === 0 || this.noBody) {
-      if (this.pendingHead !== null) return this.flush(null, false);
+      if (this.pendingHead !== null || this.pendingRaw !== null) return this.flush(null, false);
       return true;
     }
     return this.flush(body, false);
@@ -617,13 +654,15 @@ export class FastRes extends EventEmitter {
   /** Writes the pending head (if any), the framed body piece, and at `last` the final chunk. */
   private flush(body: Buffer | null, last: boolean): boolean {
     const sock = this.conn.sock;
-    let prefix = this.pendingHead ?? '';
-    this.pendingHead = null;
     const raw = this.pendingRaw;
     if (raw !== null) {
+      const tail = this.pendingTail!;
       this.pendingRaw = null;
-      return this.flushRaw(raw, prefix, body, last);
+      this.pendingTail = null;
+      return this.flushRaw(raw, tail, body, last);
     }
+    let prefix = this.pendingHead ?? '';
+    this.pendingHead = null;
     let suffix = '';
     if (this.chunked) {
       if (body !== null) {
@@ -658,29 +697,38 @@ export class FastRes extends EventEmitter {
    * flush() for a head given as bytes: status line, the lines, `tail` (the rest of the head)
    * and the body's first piece in one buffer, one write.
    */
-  private flushRaw(lines: Buffer, tail: string, body: Buffer | null, last: boolean): boolean {
+  /**
+   * flush() for a head given as bytes: status line, the lines, the tail and the body's first
+   * piece (framed when chunked) in one buffer, one write; the three head parts are Buffers
+   * already (the status line and tail cached), so this is copies only.
+   */
+  private flushRaw(lines: Buffer, tail: Buffer, body: Buffer | null, last: boolean): boolean {
     const sock = this.conn.sock;
-    const status = statusLine(this.statusCode);
+    const status = statusLineBytes(this.statusCode);
+    let frame = '';
     let suffix = '';
     if (this.chunked) {
       if (body !== null) {
-        tail += body.length.toString(16) + CRLF;
+        frame = body.length.toString(16) + CRLF;
         suffix = CRLF;
       }
       if (last) suffix += this.trailers === null ? LAST_CHUNK : lastChunkWithTrailers(this.trailers);
     }
     const whole = body === null || body.length <= COALESCE_MAX;
     const inline = body !== null && whole ? body.length : 0;
-    const out = Buffer.allocUnsafe(status.length + lines.length + tail.length + (whole ? inline + suffix.length : 0));
-    let o = out.write(status, 0, 'latin1');
+    const out = Buffer.allocUnsafe(status.length + lines.length + tail.length + frame.length + (whole ? inline + suffix.length : 0));
+    out.set(status, 0);
+    let o = status.length;
     out.set(lines, o);
     o += lines.length;
-    o += out.write(tail, o, 'latin1');
-    if (body !== null && inline > 0) {
-      out.set(body, o);
-      o += inline;
-    }
+    out.set(tail, o);
+    o += tail.length;
+    if (frame.length > 0) o += out.write(frame, o, 'latin1');
     if (whole) {
+      if (inline > 0) {
+        out.set(body!, o);
+        o += inline;
+      }
       if (suffix.length > 0) out.write(suffix, o, 'latin1');
       const ok = sock.write(out);
       if (!ok) this.needDrain = true;
@@ -709,6 +757,15 @@ const STATUS_LINES: string[] = [];
 function statusLine(status: number): string {
   return STATUS_LINES[status] ??= `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
 }
+const STATUS_LINE_BYTES: Buffer[] = [];
+function statusLineBytes(status: number): Buffer {
+  return STATUS_LINE_BYTES[status] ??= Buffer.from(statusLine(status), 'latin1');
+}
+
+/** headState's answers: the head ends with the port's keep-alive lines, `Connection: close`, or the caller's own. */
+const TAIL_KEEP_ALIVE = 0;
+const TAIL_CLOSE = 1;
+const TAIL_GIVEN = 2;
 
 function headerLine(name: string, v: unknown): string {
   const s = typeof v === 'string' ? v : String(v);
