@@ -15,7 +15,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SCENARIOS, type Ctx, type UpstreamPorts } from './scenarios.ts';
+import { SCENARIOS, type Ctx } from './scenarios.ts';
+import { startUpstream } from './upstream-process.ts';
 import { selfSigned } from './certs.ts';
 import { writeConfig, startMeshgate, ROOT } from './meshgate.ts';
 import { startNginx } from './nginx.ts';
@@ -78,18 +79,10 @@ async function main(): Promise<void> {
   if (spawnSync('perf', ['--version']).status !== 0) throw new Error('perf is not installed (apt-get install linux-perf)');
 
   const work = await mkdtemp(join(tmpdir(), 'meshgate-cost-'));
-  const upstream = spawn(process.execPath, [join(ROOT, 'loadtest', 'upstream.ts'), '--names', 'v1,v2,v3'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const upstream = await startUpstream();
   const stops: (() => Promise<void>)[] = [];
   try {
-    const ports = await new Promise<UpstreamPorts>((resolve, reject) => {
-      let buf = '';
-      upstream.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const nl = buf.indexOf('\n');
-        if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)) as UpstreamPorts);
-      });
-      upstream.once('exit', (c) => reject(new Error(`upstream exited with ${c}`)));
-    });
+    const ports = upstream.ports;
     const pem = selfSigned('bench.local');
     const base: Ctx = { up: ports, listen: 0, pem, certFile: '', keyFile: '' };
     const nginxCtx: Ctx = { ...base, listen: await freePort() };
@@ -123,8 +116,7 @@ async function main(): Promise<void> {
     process.stdout.write(`\nmeshgate/nginx per request: instructions user ${ratio('instrUser')}, kernel ${ratio('instrKernel')}, all ${(all(m) / all(n)).toFixed(2)}; cycles user ${ratio('cyclesUser')}, kernel ${ratio('cyclesKernel')}\n`);
   } finally {
     for (const s of stops.reverse()) await s().catch(() => {});
-    upstream.stdin!.end();
-    upstream.kill('SIGTERM');
+    await upstream.stop();
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -18,7 +18,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { SCENARIOS, type Ctx, type UpstreamPorts } from './scenarios.ts';
+import { SCENARIOS, type Ctx } from './scenarios.ts';
+import { startUpstream } from './upstream-process.ts';
 import { selfSigned } from './certs.ts';
 import { writeConfig, ROOT } from './meshgate.ts';
 import { freePort, waitFor, captureTail } from './util.ts';
@@ -49,19 +50,11 @@ async function main(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'meshgate-profile-'));
   const out = values.out ?? join(work, 'prof');
 
-  const upstream = spawn(process.execPath, [join(ROOT, 'loadtest', 'upstream.ts'), '--names', 'v1,v2,v3'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const upstream = await startUpstream();
   let gw: ReturnType<typeof spawn> | null = null;
   let gwPid = 0;
   try {
-    const ports = await new Promise<UpstreamPorts>((resolve, reject) => {
-      let buf = '';
-      upstream.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const nl = buf.indexOf('\n');
-        if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)) as UpstreamPorts);
-      });
-      upstream.once('exit', (c) => reject(new Error(`upstream exited with ${c}`)));
-    });
+    const ports = upstream.ports;
     const pem = selfSigned('bench.local');
     const ctx: Ctx = { up: ports, listen: await freePort(), pem, certFile: '', keyFile: '' };
     await writeConfig(join(work, 'config'), sc.meshgate(ctx));
@@ -98,8 +91,7 @@ async function main(): Promise<void> {
     gw = null;
   } finally {
     gw?.kill('SIGKILL');
-    upstream.stdin!.end();
-    upstream.kill('SIGTERM');
+    await upstream.stop();
   }
 
   if (values.perf) {

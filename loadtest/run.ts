@@ -16,6 +16,7 @@ import { mkdtemp, mkdir, rm, writeFile, readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
+import { startUpstream } from './upstream-process.ts';
 import { SCENARIOS, PENDING, CONFIG_APPLY, HOST, type Scenario, type Ctx, type UpstreamPorts } from './scenarios.ts';
 import { selfSigned } from './certs.ts';
 import { startNginx, nginxVersion } from './nginx.ts';
@@ -92,35 +93,6 @@ function machineInfo(): Machine {
     dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
     loadavgStart: loadavg(),
     loadavgEnd: [],
-  };
-}
-
-interface Upstream { pid: number; ports: UpstreamPorts; stop(): Promise<void> }
-
-async function startUpstream(certFile: string, keyFile: string): Promise<Upstream> {
-  const child = spawn(process.execPath, [join(ROOT, 'loadtest', 'upstream.ts'), '--names', 'v1,v2,v3', '--cert', certFile, '--key', keyFile], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const tail = captureTail(child);
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const ports = await new Promise<UpstreamPorts>((resolve, reject) => {
-    let buf = '';
-    const t = setTimeout(() => reject(new Error(`upstream did not start:\n${tail()}`)), 15_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) { clearTimeout(t); resolve(JSON.parse(buf.slice(0, nl)) as UpstreamPorts); }
-    });
-    child.once('exit', (c) => { clearTimeout(t); reject(new Error(`upstream exited with ${c}:\n${tail()}`)); });
-  });
-  return {
-    pid: child.pid!,
-    ports,
-    async stop() {
-      if (child.exitCode !== null) return;
-      child.stdin!.end();
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(t);
-    },
   };
 }
 
