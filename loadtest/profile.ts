@@ -59,7 +59,8 @@ async function main(): Promise<void> {
     const ctx: Ctx = { up: ports, listen: await freePort(), pem, certFile: '', keyFile: '' };
     await writeConfig(join(work, 'config'), sc.meshgate(ctx));
     const health = await freePort();
-    const profArgs = values.perf ? ['--perf-basic-prof'] : ['--cpu-prof', '--cpu-prof-dir', out];
+    // --perf-basic-prof also turns on V8's log: kept beside the profile, not in the repo.
+    const profArgs = values.perf ? ['--perf-basic-prof', '--no-logfile-per-isolate', `--logfile=${join(out, 'v8.log')}`] : ['--cpu-prof', '--cpu-prof-dir', out];
     const args = [...profArgs, join(ROOT, 'cli', 'main.ts'), 'up', '--config', join(work, 'config'),
       '--admin-port', String(await freePort()), '--health-port', String(health), '--metrics-port', String(await freePort()),
       '--discovery-port', String(await freePort()), '--debug-port', String(await freePort()), '--log-level', 'warn', '--concurrency', '1'];
