@@ -164,14 +164,21 @@ export class PortListener implements FastPort {
   private readonly sockets = new Set<net.Socket>();
   /** SO_REUSEPORT: several worker processes bind the same port and the kernel spreads connections. */
   private readonly reusePort: boolean;
-  /** Plaintext HTTP/1.1 connections start on the fast path (h1/conn.ts), node's server takes what it declines. */
+  /**
+   * HTTP/1.1 connections start on the fast path (h1/conn.ts), node's server takes what it
+   * declines: plaintext ones that are not HTTP/2, TLS ones that did not negotiate h2.
+   */
   private readonly fastH1: boolean;
+  /** TLS sockets on the fast path (the `sockets` set holds their TCP sockets). */
+  private readonly fastTls = new Set<tls.TLSSocket>();
+  /** The TLS server's own HTTP setup for a connection (h2 session, or node's HTTP/1.1). */
+  private secureInner: ((s: tls.TLSSocket) => void) | null = null;
   readonly keepAliveMs = KEEP_ALIVE_TIMEOUT_MS;
   readonly keepAliveHeader = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(KEEP_ALIVE_TIMEOUT_MS / 1000)}\r\n`;
 
   constructor(address: string, gatewayPort: number, localPort: number, runtime: ListenerRuntime, sni: SniTable | null, reusePort = false) {
     this.reusePort = reusePort;
-    this.fastH1 = sni === null && h1FastPathEnabled();
+    this.fastH1 = h1FastPathEnabled();
     this.address = address;
     this.gatewayPort = gatewayPort;
     this.localPort = localPort;
@@ -224,9 +231,17 @@ export class PortListener implements FastPort {
       // Run the MUTUAL check before node sets up HTTP on the socket.
       const inner = server.listeners('secureConnection') as ((s: tls.TLSSocket) => void)[];
       server.removeAllListeners('secureConnection');
+      this.secureInner = (sock) => { for (const fn of inner) fn.call(server, sock); };
       server.on('secureConnection', (sock: tls.TLSSocket) => {
         if (!this.admitTls(sock)) { sock.destroy(); return; }
-        for (const fn of inner) fn.call(server, sock);
+        // HTTP/1.1 (by ALPN, or no ALPN at all) starts on the fast path, as plaintext does.
+        if (this.fastH1 && sock.alpnProtocol !== 'h2') {
+          this.fastTls.add(sock);
+          sock.on('close', () => this.fastTls.delete(sock));
+          new FastConnection(sock, this);
+          return;
+        }
+        this.secureInner!(sock);
       });
       this.server = server;
     }
@@ -270,12 +285,19 @@ export class PortListener implements FastPort {
 
   /** A connection the fast path declined (bytes already pushed back): node's server from here on. */
   fallback(sock: net.Socket): void {
-    this.h1!.emit('connection', sock);
+    if (this.secureInner !== null) {
+      this.fastTls.delete(sock as tls.TLSSocket);
+      this.secureInner(sock as tls.TLSSocket);
+    } else {
+      this.h1!.emit('connection', sock);
+    }
     sock.resume();
   }
 
   private closeIdleFastConnections(): void {
-    if (this.fastH1) for (const s of this.sockets) closeIdleFast(s);
+    if (!this.fastH1) return;
+    if (this.tls) for (const s of this.fastTls) closeIdleFast(s);
+    else for (const s of this.sockets) closeIdleFast(s);
   }
 
   private admitTls(sock: tls.TLSSocket): boolean {

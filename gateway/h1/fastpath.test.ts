@@ -9,8 +9,10 @@ import { DataPlane } from '../dataplane.ts';
 import { createUpstreams } from '../upstream/index.ts';
 import { startEcho, type Upstream } from '../../test/helpers/upstream.ts';
 import { makeCluster } from '../../test/helpers/downstream.ts';
-import { raw } from '../../test/helpers/client.ts';
-import { dest, direct, exact, listener, match, prefix, proxyConfig, route, vhost } from '../../test/helpers/proxyconfig.ts';
+import { connect as tlsConnect } from 'node:tls';
+import { h2, raw } from '../../test/helpers/client.ts';
+import { issueCert, makeCA, type Pem, type TestCA } from '../../test/helpers/certs.ts';
+import { dest, direct, exact, listener, match, prefix, proxyConfig, route, serverCert, vhost } from '../../test/helpers/proxyconfig.ts';
 import { h1Stats } from './enabled.ts';
 
 /** Builds a data plane with the fast path switched as asked (read when listeners and clusters are built). */
@@ -270,5 +272,116 @@ describe('HTTP/1.1 fast path: response heads passed as bytes match the header-ma
     assert.equal(h1Stats.served - s0.served, 1);
     assert.equal(h1Stats.rawHeads - s0.rawHeads, 0);
     assert.match(a, /x-resp: set/);
+  });
+});
+
+// TLS: HTTP/1.1 connections on a TLS listener (ALPN http/1.1, or none) take the fast path
+// after the handshake; HTTP/2 (ALPN h2) stays node's. Same comparison as above, over TLS.
+describe('HTTP/1.1 fast path over TLS: parity with node:https + undici', () => {
+  let ca: TestCA;
+  let clientCa: TestCA;
+  let up: Upstream;
+  let fast: { dp: DataPlane; port: number };
+  let slow: { dp: DataPlane; port: number };
+  let clientCert: Pem;
+
+  async function tlsPlane(fastPath: boolean, serverPem: Pem): Promise<{ dp: DataPlane; port: number }> {
+    const dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, metricsPort: null, portMap: { 443: 0 }, drainMs: 200 });
+    await dp.start();
+    const saved = process.env.MESHGATE_H1_FASTPATH;
+    process.env.MESHGATE_H1_FASTPATH = fastPath ? '1' : '0';
+    try {
+      await dp.apply(proxyConfig([listener(443, [vhost(['*'], [
+        route('direct', [match({ uri: exact('/direct') })], [], { action: direct(200, 'direct answer') }),
+        route('https-only', [match({ uri: exact('/scheme'), scheme: exact('https') })], [], { action: direct(200, 'https') }),
+        route('api', [match({ uri: prefix('/api') })], [dest('a')]),
+      ])], {
+        protocol: 'HTTPS',
+        tls: { certificates: [serverCert(['*'], { certPem: serverPem.certPem, keyPem: serverPem.keyPem, mode: 'MUTUAL', caPem: clientCa.certPem })] },
+      })], [makeCluster('a', [up.port])]));
+    } finally {
+      if (saved === undefined) delete process.env.MESHGATE_H1_FASTPATH; else process.env.MESHGATE_H1_FASTPATH = saved;
+    }
+    return { dp, port: dp.ports()[443] };
+  }
+
+  /** Writes the parts over one TLS connection (ALPN as given) and returns all it read, as latin-1. */
+  function rawTls(port: number, parts: string[], alpn: string[] | undefined): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const sock = tlsConnect({ port, host: '127.0.0.1', servername: 'svc.example', ca: ca.certPem, cert: clientCert.certPem, key: clientCert.keyPem, ...(alpn ? { ALPNProtocols: alpn } : {}) });
+      let out = '';
+      const timer = setTimeout(() => { sock.destroy(); resolve(out); }, 3000);
+      sock.setEncoding('latin1');
+      sock.on('data', (c: string) => { out += c; });
+      sock.on('close', () => { clearTimeout(timer); resolve(out); });
+      sock.on('error', (e) => { clearTimeout(timer); if (out) resolve(out); else reject(e); });
+      let i = 0;
+      const next = () => {
+        if (i >= parts.length) return;
+        sock.write(parts[i++]);
+        if (i < parts.length) setTimeout(next, 30);
+      };
+      sock.once('secureConnect', next);
+    });
+  }
+
+  before(async () => {
+    ca = makeCA('server CA');
+    clientCa = makeCA('client CA');
+    const serverPem = issueCert(ca, 'svc.example', { dnsNames: ['svc.example'] });
+    clientCert = issueCert(clientCa, 'client', { client: true, uris: ['spiffe://cluster.local/ns/default/sa/frontend'] });
+    up = await startEcho({ name: 'a' });
+    fast = await tlsPlane(true, serverPem);
+    slow = await tlsPlane(false, serverPem);
+  });
+  after(async () => {
+    await fast.dp.close(200);
+    await slow.dp.close(200);
+    await up.close();
+  });
+
+  async function sameTls(parts: string[], alpn: string[] | undefined, expect: { served: number; fallbacks: number }): Promise<string> {
+    const s0 = { ...h1Stats };
+    const a = normalise(await rawTls(fast.port, parts, alpn));
+    assert.equal(h1Stats.served - s0.served, expect.served, 'requests served by the fast path');
+    assert.equal(h1Stats.fallbacks - s0.fallbacks, expect.fallbacks, 'connections handed to node');
+    const s1 = { ...h1Stats };
+    const b = normalise(await rawTls(slow.port, parts, alpn));
+    assert.equal(h1Stats.served, s1.served, 'the slow plane does not use the fast path');
+    assert.equal(a, b);
+    return a;
+  }
+
+  for (const alpn of [['http/1.1'], undefined]) {
+    test(`keep-alive requests, a chunked body and an https-only route (ALPN ${alpn ? alpn[0] : 'none'})`, async () => {
+      const out = await sameTls([
+        'GET /api/one HTTP/1.1\r\nHost: svc.example\r\nAccept: */*\r\n\r\n',
+        'POST /api/two HTTP/1.1\r\nHost: svc.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+        'GET /scheme HTTP/1.1\r\nHost: svc.example\r\nConnection: close\r\n\r\n',
+      ], alpn, { served: 3, fallbacks: 0 });
+      assert.deepEqual([...out.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]), ['200', '200', '200']);
+      assert.match(out, /"x-forwarded-proto":"https"/);
+      assert.match(out, /"body":"hello"/);
+      assert.match(out, /\r\n\r\nhttps$/);
+    });
+  }
+
+  test('a request the fast path declines hands the TLS connection to node, which answers it and the rest', async () => {
+    const out = await sameTls([
+      'GET /api/first HTTP/1.1\r\nHost: svc.example\r\n\r\n',
+      'POST /api/second HTTP/1.1\r\nHost: svc.example\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok',
+      'GET /api/third HTTP/1.1\r\nHost: svc.example\r\nConnection: close\r\n\r\n',
+    ], ['http/1.1'], { served: 1, fallbacks: 1 });
+    assert.deepEqual([...out.matchAll(/"path":"([^"]+)"/g)].map((m) => m[1]), ['/api/first', '/api/second', '/api/third']);
+    const bad = await sameTls(['GET /api HTTP/1.1\r\nHost: svc\r\nX-Bad Name: 1\r\n\r\n'], ['http/1.1'], { served: 0, fallbacks: 1 });
+    assert.match(bad, /^HTTP\/1\.1 400 /);
+  });
+
+  test('HTTP/2 (ALPN h2) on the same port is not the fast path\'s', async () => {
+    const s0 = { ...h1Stats };
+    const r = await h2(fast.port, '/api/h2', { tlsOpts: { servername: 'svc.example', ca: ca.certPem, cert: clientCert.certPem, key: clientCert.keyPem } });
+    assert.equal(r.status, 200);
+    assert.equal(r.alpn, 'h2');
+    assert.equal(h1Stats.served - s0.served, 0);
   });
 });
