@@ -10,8 +10,8 @@
 // --perf-basic-prof so JIT frames have names): kernel time by the syscall that entered it,
 // user time by the nearest JS function. Needs `perf` and root (or perf_event_paranoid ≤ 1).
 //
-// Plain HTTP/1.1 scenarios only (plain, routes-1k, headers, policies): it is for looking at
-// the request path, not for comparing with nginx (that is `npm run loadtest`).
+// Any scenario (wrk drives HTTP/1.1 and TLS, h2load HTTP/2): it is for looking at the
+// request path, not for comparing with nginx (that is `npm run loadtest`).
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     },
   });
   const sc = SCENARIOS.find((s) => s.name === values.scenario);
-  if (sc === undefined || sc.protocol !== 'http1') throw new Error(`--scenario: "${values.scenario}" is not a plain HTTP/1.1 scenario (${SCENARIOS.filter((s) => s.protocol === 'http1').map((s) => s.name).join(', ')})`);
+  if (sc === undefined) throw new Error(`--scenario: "${values.scenario}" is not one of ${SCENARIOS.map((s) => s.name).join(', ')}`);
   const dur = /^(\d+)s$/.exec(values.duration!);
   if (dur === null) throw new Error(`--duration: "${values.duration}" is not a whole number of seconds (10s)`);
   const work = await mkdtemp(join(tmpdir(), 'meshgate-profile-'));
@@ -73,7 +73,11 @@ async function main(): Promise<void> {
       return r?.status === 200;
     }, 60_000, 'meshgate ready', 100);
     const hdrs = Object.entries(sc.request.headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
-    const wrk = (d: string) => spawnSync('wrk', ['-t1', `-c${values.connections}`, `-d${d}`, '--timeout', '5s', '-H', `Host: ${sc.request.host}`, ...hdrs, `http://127.0.0.1:${ctx.listen}${sc.request.path}`], { encoding: 'utf8', timeout: 120_000 });
+    // wrk for HTTP/1.1 (https:// for TLS), h2load for HTTP/2 (10 streams per connection, as the harness)
+    const conns = Number(values.connections);
+    const wrk = (d: string) => sc.protocol === 'h2'
+      ? spawnSync('h2load', ['-t1', `-c${Math.max(1, Math.round(conns / 10))}`, '-m10', '-D', d.replace(/s$/, ''), '-H', `:authority: ${sc.request.host}`, ...hdrs, `https://127.0.0.1:${ctx.listen}${sc.request.path}`], { encoding: 'utf8', timeout: 120_000 })
+      : spawnSync('wrk', ['-t1', `-c${conns}`, `-d${d}`, '--timeout', '5s', '-H', `Host: ${sc.request.host}`, ...hdrs, `${sc.protocol === 'https' ? 'https' : 'http'}://127.0.0.1:${ctx.listen}${sc.request.path}`], { encoding: 'utf8', timeout: 120_000 });
     log(`warm-up ${values.warmup}`);
     wrk(values.warmup!);
     log(`load ${values.duration}, ${values.connections} connections`);
@@ -85,7 +89,7 @@ async function main(): Promise<void> {
     const r = wrk(values.duration!);
     if (perf !== null) await new Promise<void>((res) => perf!.exitCode !== null ? res() : perf!.once('exit', () => res()));
     if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
-    process.stdout.write(r.stdout.split('\n').filter((l) => /Requests\/sec|Latency |Non-2xx|errors/.test(l)).join('\n') + '\n');
+    process.stdout.write(r.stdout.split('\n').filter((l) => /Requests\/sec|Latency |Non-2xx|errors|finished in|^requests:|^status codes:/.test(l)).join('\n') + '\n');
     const exited = new Promise<void>((res) => gw!.once('exit', () => res()));
     gw.kill('SIGTERM');
     await exited;
