@@ -85,6 +85,9 @@ export class FastConnection {
   /** Close once the current exchange completes (Connection: close, server closing). */
   closeAfter = false;
   closing = false;
+  /** Read or written since the last sweep; quietMs: how long neither happened (by sweeps). */
+  active = true;
+  quietMs = 0;
   /**
    * Head tails for raw heads (Date?, connection line, chunked?, CRLF) as bytes, by
    * hasDate | close << 1 | chunked << 2; those with a Date are for `tailDate`'s second.
@@ -100,10 +103,10 @@ export class FastConnection {
     sock.on('data', onSockData);
     sock.on('close', onSockClose);
     sock.on('drain', onSockDrain);
-    sock.on('timeout', onSockTimeout);
-    // One rolling inactivity timer per connection (refreshed by every read and write):
-    // idle keep-alive connections close, partial heads get 408, as node's server does.
-    sock.setTimeout(port.keepAliveMs);
+    // Inactivity (no read, no write for keepAliveMs): idle keep-alive connections close,
+    // partial heads get 408, as node's server does. Counted by one sweep for all
+    // connections rather than a socket timer, which node refreshes on every read and write.
+    idleSweep.add(this);
   }
 
   /** The end of a raw head (see FastRes.writeRawHead), cached per connection. */
@@ -126,6 +129,7 @@ export class FastConnection {
   }
 
   onData(chunk: Buffer): void {
+    this.active = true;
     const b = this.buf;
     if (b === null) { this.buf = chunk; this.pos = 0; }
     else { this.buf = Buffer.concat([b.subarray(this.pos), chunk]); this.pos = 0; }
@@ -321,8 +325,7 @@ export class FastConnection {
     sock.removeListener('data', onSockData);
     sock.removeListener('close', onSockClose);
     sock.removeListener('drain', onSockDrain);
-    sock.removeListener('timeout', onSockTimeout);
-    sock.setTimeout(0);
+    idleSweep.delete(this);
     sock.pause();
     const rest = this.buf === null ? null : this.buf.subarray(this.pos);
     this.buf = null;
@@ -331,6 +334,7 @@ export class FastConnection {
   }
 
   onClose(): void {
+    idleSweep.delete(this);
     const prev = this.state;
     this.state = S_GONE;
     this.buf = null;
@@ -372,7 +376,37 @@ type TaggedSocket = Socket & { [kConn]?: FastConnection };
 
 function onSockData(this: TaggedSocket, chunk: Buffer): void { this[kConn]?.onData(chunk); }
 function onSockClose(this: TaggedSocket): void { this[kConn]?.onClose(); }
-function onSockTimeout(this: TaggedSocket): void { this[kConn]?.onTimeout(); }
+
+/** Sweep period of the inactivity check: a timeout fires up to two periods late (61-62 s for 60 s). */
+const SWEEP_MS = 1000;
+
+/** Every open fast connection, checked for inactivity once per SWEEP_MS by one timer. */
+const idleSweep = {
+  conns: new Set<FastConnection>(),
+  timer: null as NodeJS.Timeout | null,
+  add(c: FastConnection): void {
+    this.conns.add(c);
+    if (this.timer === null) {
+      this.timer = setInterval(sweepIdle, SWEEP_MS);
+      this.timer.unref();
+    }
+  },
+  delete(c: FastConnection): void {
+    if (!this.conns.delete(c)) return;
+    if (this.conns.size === 0 && this.timer !== null) { clearInterval(this.timer); this.timer = null; }
+  },
+};
+
+function sweepIdle(): void {
+  for (const c of idleSweep.conns) {
+    if (c.active) { c.active = false; c.quietMs = 0; continue; }
+    c.quietMs += SWEEP_MS;
+    if (c.quietMs < c.port.keepAliveMs) continue;
+    // As a socket timer would: fires once, then again only after another quiet period.
+    c.quietMs = 0;
+    c.onTimeout();
+  }
+}
 function onSockDrain(this: TaggedSocket): void {
   const res = this[kConn]?.res;
   if (res != null && res.needDrain) { res.needDrain = false; res.emit('drain'); }
@@ -653,6 +687,7 @@ export class FastRes extends EventEmitter {
 
   /** Writes the pending head (if any), the framed body piece, and at `last` the final chunk. */
   private flush(body: Buffer | null, last: boolean): boolean {
+    this.conn.active = true;
     const sock = this.conn.sock;
     const raw = this.pendingRaw;
     if (raw !== null) {
