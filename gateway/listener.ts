@@ -209,6 +209,9 @@ export class PortListener implements FastPort {
       this.server = net.createServer({ noDelay: true }, (sock) => this.detect(sock));
     } else {
       const server = http2.createSecureServer({
+        // Nagle off, as on the plaintext server and in nginx: a response's last TLS record
+        // must not wait for the client's ACK of the one before it.
+        noDelay: true,
         allowHTTP1: true,
         settings: H2_SETTINGS,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
