@@ -34,7 +34,7 @@ const HELP = `usage: npm run loadtest -- [flags]
 
   --scenario NAMES     comma-separated, or repeat the flag (default: all)
                        ${[...SCENARIOS.map((s) => s.name), CONFIG_APPLY].join(', ')}
-                       pending: ${PENDING.map((p) => p.name).join(', ')}
+                       measured elsewhere: ${PENDING.map((p) => p.name).join(', ')}
   --duration 2s        length of each measured run (whole seconds or minutes)
   --rounds 2           interleaved rounds per target and load
   --connections 50     connections for closed-loop runs (also fixed-rate)
@@ -134,8 +134,8 @@ async function main(): Promise<number> {
   const skipped: Report['skipped'] = [];
   for (const n of names) {
     const p = PENDING.find((x) => x.name === n);
-    if (p) { log(`scenario ${n} is not available yet: ${p.pending}`); skipped.push({ scenario: n, reason: p.pending }); continue; }
-    if (!known.includes(n)) throw new Error(`--scenario: unknown scenario "${n}" (known: ${known.join(', ')}; pending: ${PENDING.map((x) => x.name).join(', ')})`);
+    if (p) { log(`scenario ${n} is not run by this harness: ${p.pending}`); skipped.push({ scenario: n, reason: p.pending }); continue; }
+    if (!known.includes(n)) throw new Error(`--scenario: unknown scenario "${n}" (known: ${known.join(', ')}; measured elsewhere: ${PENDING.map((x) => x.name).join(', ')})`);
   }
   const kindFlag = String(values.kind);
   if (!['both', 'closed', 'fixed'].includes(kindFlag)) throw new Error(`--kind: "${kindFlag}" is not closed, fixed or both`);
