@@ -14,8 +14,8 @@ export interface AdminSource {
   serverInfo(): unknown;
   /** A config is applied and every listener of it is bound. */
   ready(): boolean;
-  /** The egress forward proxy: mode, entries, per-host decisions. */
-  egress?(): unknown;
+  /** The egress forward proxy: mode, entries, per-host decisions of every process. */
+  egress?(): Promise<unknown>;
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
@@ -39,7 +39,12 @@ function adminRequest(src: AdminSource, req: http.IncomingMessage, res: http.Ser
       case '/listeners': return sendJson(res, 200, src.listeners());
       case '/problems': return sendJson(res, 200, src.problems());
       case '/server_info': return sendJson(res, 200, src.serverInfo());
-      case '/egress': return src.egress === undefined ? sendText(res, 404, 'not found\n') : sendJson(res, 200, src.egress());
+      case '/egress': {
+        if (src.egress === undefined) return sendText(res, 404, 'not found\n');
+        // Gathers every process's counts (--concurrency): answered when they are in.
+        src.egress().then((v) => sendJson(res, 200, v), (e: Error) => sendText(res, 500, `${e.message}\n`));
+        return;
+      }
       case '/ready': return src.ready() ? sendText(res, 200, 'LIVE\n') : sendText(res, 503, 'PRE_INITIALIZING\n');
       case '/': return sendText(res, 200, 'meshgate admin: /config_dump /clusters /listeners /problems /server_info /egress /ready\n');
       default: return sendText(res, 404, 'not found\n');

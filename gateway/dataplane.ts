@@ -361,10 +361,10 @@ export class DataPlane {
   }
 
   /** The admin port's /egress: what the forward proxy enforces and what it decided so far. */
-  private egressStatus(): unknown {
+  private async egressStatus(): Promise<unknown> {
     const e = this.egress;
     if (e === null) return { enabled: false };
-    const m = this.metrics.egressSummary();
+    const m = this.metrics.egressSummary(this.gatherWorkers === null ? [] : await this.gatherWorkers());
     return {
       enabled: true,
       proxy: this.forward === null ? null : { address: this.forward.address, port: this.forward.boundPort },
@@ -373,8 +373,9 @@ export class DataPlane {
       entries: e.policy.size,
       outboundPorts: [...e.outbound.keys()],
       resolverOverrides: Object.fromEntries(this.resolver.overrides),
+      // Every process's counts (--concurrency): `processes` says how many answered.
+      processes: m.processes,
       tunnelsActive: m.tunnelsActive,
-      // This process's counts; with --concurrency, /stats/prometheus has every process's.
       hosts: m.hosts,
     };
   }

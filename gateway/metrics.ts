@@ -441,15 +441,20 @@ export class GatewayMetrics {
   }
 
   /** Per destination host: what the forward proxy decided so far (the admin port's /egress). */
-  egressSummary(): { tunnelsActive: number; hosts: Record<string, Record<string, number>> } {
-    const hosts: Record<string, Record<string, number>> = {};
-    for (const c of this.egress.byKey.values()) {
-      const l = c.labels;
-      const key = `${l.destination_host}:${l.destination_port}`;
-      const row = hosts[key] ??= { allowed: 0, blocked: 0, audited: 0 };
-      row[l.decision] += c.value;
+  /**
+   * The admin port's egress counts: this process's, plus those of `others` (the workers'
+   * metrics, as they answered a scrape) — the same numbers /stats/prometheus sums.
+   */
+  egressSummary(others: MetricJson[][] = []): EgressSummary {
+    const sum: EgressSummary = { processes: 1 + others.length, tunnelsActive: this.tunnels.size, hosts: {} };
+    for (const c of this.egress.byKey.values()) addEgressCount(sum.hosts, c.labels, c.value);
+    for (const proc of others) {
+      for (const m of proc) {
+        if (m.name === 'meshgate_egress_requests_total') for (const v of m.values) addEgressCount(sum.hosts, v.labels, v.value);
+        else if (m.name === 'meshgate_egress_tunnels_active') for (const v of m.values) sum.tunnelsActive += v.value;
+      }
     }
-    return { tunnelsActive: this.tunnels.size, hosts };
+    return sum;
   }
 
   private egressJson(out: MetricJson[]): void {
@@ -554,6 +559,19 @@ function histValues(out: MetricJson['values'], name: string, labels: Readonly<Re
 }
 
 /** Text exposition of several processes' metrics, summed (or as each family's aggregator says). */
+export interface EgressSummary {
+  /** Processes whose counts are in (the first one and the workers that answered). */
+  processes: number;
+  tunnelsActive: number;
+  /** `host:port` → decisions (allowed, blocked, audited). */
+  hosts: Record<string, Record<string, number>>;
+}
+
+function addEgressCount(hosts: EgressSummary['hosts'], l: Record<string, string>, value: number): void {
+  const row = hosts[`${l.destination_host}:${l.destination_port}`] ??= { allowed: 0, blocked: 0, audited: 0 };
+  row[l.decision] = (row[l.decision] ?? 0) + value;
+}
+
 export async function renderMetrics(perProcess: MetricJson[][]): Promise<string> {
   const registry = AggregatorRegistry.aggregate(perProcess as object[]) as Registry;
   return registry.metrics();

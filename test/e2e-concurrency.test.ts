@@ -7,7 +7,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { edgeGateway, loopbackService } from './helpers/config.ts';
 import { startEcho, freePort } from './helpers/upstream.ts';
 import { tempDir, eventually } from './helpers/tmp.ts';
-import { run, gatewayPorts, portFlags, waitReady } from './helpers/meshgate.ts';
+import { run, gatewayPorts, portFlags, scrape, waitReady } from './helpers/meshgate.ts';
 
 const config = (port: number, upstream: number, tag: string) => `${edgeGateway(port)}---
 ${loopbackService('app', 'app.internal', upstream)}---
@@ -92,3 +92,59 @@ test('gateway --concurrency 3: every process serves the pushed version, and a de
   assert.deepEqual([...(await versions(60)).keys()], ['two']);
   assert.match(gw.output(), /gateway worker exited; starting a new one/);
 });
+
+test('gateway --concurrency 2 as egress gateway: the admin port\'s /egress counts every process\'s decisions', async (t) => {
+  const api = await startEcho({ name: 'api' });
+  const dir = await tempDir();
+  await dir.write('se.yaml', `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.test]
+  ports: [{number: ${api.port}, name: http, protocol: HTTP}]
+  resolution: DNS
+`);
+  const discovery = await freePort();
+  const proxyPort = await freePort();
+  const pilot = run(['pilot', '--config', dir.path, '--discovery-port', String(discovery), '--debug-port', String(await freePort())]);
+  const ports = await gatewayPorts();
+  const gw = run(['gateway', '--pilot', `127.0.0.1:${discovery}`, '--labels', 'istio=egressgateway', '--concurrency', '2',
+    '--proxy-port', String(proxyPort), '--resolve', 'api.example.test=127.0.0.1', ...portFlags(ports)]);
+  t.after(async () => {
+    await Promise.all([gw.stop(), pilot.stop()]);
+    await api.close();
+    await dir.cleanup();
+  });
+  await waitReady(gw, ports.health);
+  await eventually(() => (childrenOf(gw.child.pid!).length === 1 ? true : null), 5000, 'one worker process');
+
+  // Fresh connections: the kernel spreads them over both processes (all 30 on one: 2 in 2^30).
+  const proxied = (host: string) => new Promise<number>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: proxyPort, path: `http://${host}/x`, headers: { host, connection: 'close' }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  await eventually(async () => (await proxied(`api.example.test:${api.port}`)) === 200, 5000, 'egress allowlist applied');
+  const before = await egressCounts(ports.admin, `api.example.test:${api.port}`);
+  for (let i = 0; i < 30; i++) assert.equal(await proxied(`api.example.test:${api.port}`), 200);
+  for (let i = 0; i < 10; i++) assert.equal(await proxied('blocked.example.test'), 502);
+  const after = await egressCounts(ports.admin, `api.example.test:${api.port}`);
+  assert.equal(after.processes, 2);
+  assert.equal(after.allowed - before.allowed, 30);
+  const blocked = await egressCounts(ports.admin, 'blocked.example.test:80');
+  assert.equal(blocked.blocked, 10);
+  // The same totals as Prometheus, which has always summed the processes.
+  const prom = await scrape(ports.metrics);
+  const line = prom.split('\n').find((l) => l.startsWith('meshgate_egress_requests_total{') && l.includes('destination_host="blocked.example.test"') && l.includes('decision="blocked"'));
+  assert.ok(line !== undefined && Number(line.split(' ').at(-1)) === 10, line);
+});
+
+async function egressCounts(admin: number, hostPort: string): Promise<{ processes: number; allowed: number; blocked: number }> {
+  const r = await fetch(`http://127.0.0.1:${admin}/egress`);
+  const j = await r.json() as { processes: number; hosts: Record<string, { allowed: number; blocked: number }> };
+  const row = j.hosts[hostPort] ?? { allowed: 0, blocked: 0 };
+  return { processes: j.processes, allowed: row.allowed, blocked: row.blocked };
+}
