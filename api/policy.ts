@@ -199,6 +199,17 @@ export interface EgressEntry {
   ports: EgressPort[];
   location: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
   resolution: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN';
+  /**
+   * resolution STATIC: where the hosts really are (IP addresses; `ports` maps a port's name
+   * to the endpoint's port when it differs). Tunnels go there instead of to a DNS answer
+   * for the name, as Envoy's STATIC cluster does. Absent for the other resolutions.
+   */
+  endpoints?: EgressEndpoint[];
+}
+
+export interface EgressEndpoint {
+  address: string;
+  ports: Record<string, number>;
 }
 
 export interface EgressConfig {

@@ -423,3 +423,28 @@ describe('egress allowlist: size does not change answers', () => {
     assert.equal(p.decide(http('h5000.exact.test', 443)).allowed, false);
   });
 });
+
+describe('egress allowlist: STATIC endpoints', () => {
+  const mongo: EgressEntry = {
+    ...entry('mongo', ['mongo.partner.example'], [[27018, 'TLS']]),
+    resolution: 'STATIC',
+    endpoints: [{ address: '203.0.113.10', ports: {} }, { address: '2001:db8::11', ports: { 'tls-27018': 27019 } }],
+  };
+
+  test('an allowed destination of a STATIC entry carries its endpoints, the port mapped by the port\'s name', () => {
+    const p = policy([...BASIC, mongo]);
+    const d = p.decide(connect('mongo.partner.example', 27018, null));
+    assert.equal(d.allowed, true);
+    assert.deepEqual(d.targets, [{ address: '203.0.113.10', port: 27018 }, { address: '2001:db8::11', port: 27019 }]);
+    // Other resolutions have none: the tunnel goes to the named host.
+    assert.equal(p.decide(connect('api.partner.io', 443, null)).targets ?? null, null);
+    assert.equal(p.decide(connect('other.example', 443, null)).targets ?? null, null);
+  });
+
+  test('an endpoint that is not an IP address, or a port mapping that is not a port, is an error at the field', () => {
+    const bad: EgressEntry = { ...mongo, endpoints: [{ address: 'mongo-1.partner.example', ports: {} }, { address: '203.0.113.12', ports: { 'tls-27018': 70000 } }] };
+    const errors = validateEgress({ mode: 'REGISTRY_ONLY', audit: false, entries: [bad] });
+    assert.deepEqual(errors.map((e) => e.field), ['spec.endpoints[0].address', 'spec.endpoints[1].ports.tls-27018']);
+    assert.match(errors[0].message, /"mongo-1\.partner\.example" is not an IP address/);
+  });
+});

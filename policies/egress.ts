@@ -55,7 +55,14 @@ export interface EgressDecision {
   /** Of the matching entry: how the proxy finds the upstream (NONE: the requested destination itself). */
   resolution: EgressEntry['resolution'] | null;
   location: EgressEntry['location'] | null;
+  /**
+   * A STATIC entry's endpoints for the matched port (the endpoint's port mapped by the
+   * port's name): where a tunnel connects instead of the named host. Null otherwise.
+   */
+  targets?: readonly EgressTarget[] | null;
 }
+
+export interface EgressTarget { address: string; port: number }
 
 export interface EgressPolicy {
   readonly mode: EgressConfig['mode'];
@@ -161,6 +168,8 @@ interface CompiledPort {
   /** Upper-case, as declared. */
   protocol: string;
   kind: number;
+  /** STATIC endpoints for this port (built once: decisions hand out the same array). */
+  targets: readonly EgressTarget[] | null;
 }
 
 interface CompiledEntry {
@@ -332,7 +341,26 @@ function compileEntry(e: EgressEntry, index: number, errors: EgressConfigError[]
         continue;
       }
       if (ports.has(n)) { fail(`spec.ports[${i}].number`, `port ${n} is listed twice`); continue; }
-      ports.set(n, { number: n, name: typeof p.name === 'string' ? p.name : '', protocol, kind });
+      ports.set(n, { number: n, name: typeof p.name === 'string' ? p.name : '', protocol, kind, targets: null });
+    }
+  }
+
+  // STATIC endpoints: where tunnels go. Istio requires IP addresses for STATIC.
+  const endpoints = Array.isArray(e.endpoints) ? e.endpoints : [];
+  const scratch = new IpAddr();
+  for (let i = 0; i < endpoints.length; i++) {
+    const ep = endpoints[i];
+    if (typeof ep?.address !== 'string' || !parseIp(ep.address, scratch)) {
+      fail(`spec.endpoints[${i}].address`, `${JSON.stringify(ep?.address)} is not an IP address (resolution STATIC connects to its endpoints' addresses)`);
+      continue;
+    }
+    for (const [name, n] of Object.entries(ep.ports ?? {})) {
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535) fail(`spec.endpoints[${i}].ports.${name}`, `${JSON.stringify(n)} is not a port number (1-65535)`);
+    }
+  }
+  if (e.resolution === 'STATIC' && endpoints.length > 0) {
+    for (const port of ports.values()) {
+      port.targets = endpoints.map((ep) => ({ address: ep.address, port: ep.ports?.[port.name] ?? port.number }));
     }
   }
 
@@ -546,7 +574,7 @@ function matchByAddress(p: CompiledEgress, ip: IpAddr, port: number, kind: numbe
 }
 
 function allowedBy(b: Binding, reason: string): EgressDecision {
-  return { allowed: true, audited: false, entry: b.entry.source, reason, resolution: b.entry.resolution, location: b.entry.location };
+  return { allowed: true, audited: false, entry: b.entry.source, reason, resolution: b.entry.resolution, location: b.entry.location, targets: b.port.targets };
 }
 
 /** The REGISTRY_ONLY answer. */

@@ -326,6 +326,29 @@ describe('egress forward proxy', () => {
     assert.equal(numeric.status, 400);
   });
 
+  test('CONNECT to a host of a STATIC ServiceEntry goes to its endpoint (port mapped by name), not to a DNS answer for the name', async () => {
+    // static.example.com resolves nowhere here: only the endpoint says where it is.
+    const staticEntry: EgressEntry = {
+      ...entry('static', ['static.example.com'], [[443, 'TLS']]),
+      resolution: 'STATIC',
+      endpoints: [{ address: '127.0.0.1', ports: { 'tls-443': tlsEcho.port } }],
+    };
+    const { dp, port } = await plane(egressConfig({ entries: [...entries(), staticEntry] }));
+    const before = tlsEcho.connections;
+    const t = await openTunnel(port, 'static.example.com:443');
+    assert.equal(t.status, 200);
+    const { sock, greeting } = await tlsOver(t, 'static.example.com', ca.certPem);
+    assert.equal(greeting, 'hello static.example.com\n');
+    sock.destroy();
+    assert.equal(tlsEcho.connections, before + 1);
+    const m = await metrics(dp);
+    assert.equal(total(m, 'meshgate_egress_requests_total', { destination_host: 'static.example.com', destination_port: '443', decision: 'allowed' }), 1);
+    // The guard holds for endpoints too: one pointing at the proxy's own admin port is refused.
+    const toAdmin: EgressEntry = { ...staticEntry, source: 'serviceentry/default/static-admin', hosts: ['admin.example.com'], endpoints: [{ address: '127.0.0.1', ports: { 'tls-443': dp.adminPort } }] };
+    await dp.apply(egressConfig({ entries: [...entries(), toAdmin] }));
+    assert.match(await refusedConnect(port, 'admin.example.com:443'), /^HTTP\/1\.1 502/);
+  });
+
   test('CONNECT with an SNI that matches: the TLS handshake runs end to end through the tunnel', async () => {
     const { dp, port } = await plane();
     const t = await openTunnel(port, `api.example.com:${tlsEcho.port}`);

@@ -129,15 +129,26 @@ export function handleConnect(fp: ForwardProxy, rt: EgressRuntime, req: http.Inc
 async function connectResolved(fp: ForwardProxy, rt: EgressRuntime, req: http.IncomingMessage, socket: net.Socket, head: Buffer, dest: Destination): Promise<void> {
   const client = req.socket.remoteAddress;
   let address: string | null = dest.ip ? dest.host : null;
+  /** Where the tunnel connects: the named port, or a STATIC endpoint's. */
+  let dialPort = dest.port;
   let resolveError = '';
-  if (address === null && !rt.policy.allowsByAddress(dest.port)) {
+  if (address === null) {
     // Decided on the name alone: a name the allowlist refuses is not looked up at all, so a
-    // blocked CONNECT cannot smuggle data out in a DNS query for it.
+    // blocked CONNECT cannot smuggle data out in a DNS query for it (unless an addresses
+    // entry covers the port: then its address may still allow it).
     const byName = rt.policy.decide({ host: dest.host, port: dest.port, protocol: 'TLS', sni: null, address: null });
-    if (!byName.allowed) {
+    if (!byName.allowed && !rt.policy.allowsByAddress(dest.port)) {
       noteDecision(rt, dest.host, dest.port, 'connect', byName, client, null);
       refuseSocket(socket, 502, blockedBody(dest.host, dest.port, byName.reason), `${EGRESS_HEADER}: blocked\r\n`);
       return;
+    }
+    // A STATIC ServiceEntry says where the host is: no lookup of the name, as Envoy's
+    // STATIC cluster connects to its endpoints.
+    const targets = byName.allowed ? byName.targets : null;
+    if (targets !== null && targets !== undefined && targets.length > 0) {
+      const t = targets.length === 1 ? targets[0] : targets[Math.floor(Math.random() * targets.length)];
+      address = t.address;
+      dialPort = t.port;
     }
   }
   if (address === null) {
@@ -151,9 +162,9 @@ async function connectResolved(fp: ForwardProxy, rt: EgressRuntime, req: http.In
   }
 
   let d: EgressDecision;
-  const forbidden = address === null ? null : fp.isSelf(address, dest.port)
+  const forbidden = address === null ? null : fp.isSelf(address, dialPort)
     ? `${shownDestination(dest.host, dest.port)} is this forward proxy; the tunnel would loop back into it`
-    : rt.guard.check(address, dest.port);
+    : rt.guard.check(address, dialPort);
   if (forbidden !== null) {
     d = { allowed: false, audited: false, entry: null, resolution: null, location: null, reason: forbidden };
   } else {
@@ -180,10 +191,10 @@ async function connectResolved(fp: ForwardProxy, rt: EgressRuntime, req: http.In
   const opaque = rt.policy.decide({ host: dest.host, port: dest.port, protocol: 'TCP', sni: null, address });
   if (opaque.allowed && !opaque.audited) {
     noteDecision(rt, dest.host, dest.port, 'connect', opaque, client, null);
-    dial(rt, tunnel, dest, address, head);
+    dial(rt, tunnel, dest, address, dialPort, head);
     return;
   }
-  peek(socket, head, (hello, bytes, timedOut) => afterPeek(rt, tunnel, dest, address, d, hello, bytes, timedOut, client));
+  peek(socket, head, (hello, bytes, timedOut) => afterPeek(rt, tunnel, dest, address, dialPort, d, hello, bytes, timedOut, client));
 }
 
 /**
@@ -225,7 +236,7 @@ function refuse(rt: EgressRuntime, tunnel: Tunnel, dest: Destination, d: EgressD
   tunnel.destroy();
 }
 
-function afterPeek(rt: EgressRuntime, tunnel: Tunnel, dest: Destination, address: string, first: EgressDecision, hello: HelloResult | null, bytes: Buffer, timedOut: boolean, client: string | undefined): void {
+function afterPeek(rt: EgressRuntime, tunnel: Tunnel, dest: Destination, address: string, dialPort: number, first: EgressDecision, hello: HelloResult | null, bytes: Buffer, timedOut: boolean, client: string | undefined): void {
   if (tunnel.client.destroyed) return tunnel.done();
   let d: EgressDecision;
   let sni: string | null = null;
@@ -245,7 +256,7 @@ function afterPeek(rt: EgressRuntime, tunnel: Tunnel, dest: Destination, address
   }
   // One count per tunnel: audited if either decision needed audit mode.
   noteDecision(rt, dest.host, dest.port, 'connect', first.audited && !d.audited ? first : d, client, sni);
-  dial(rt, tunnel, dest, address, bytes);
+  dial(rt, tunnel, dest, address, dialPort, bytes);
 }
 
 /**
@@ -278,11 +289,11 @@ class Downlink {
   }
 }
 
-function dial(rt: EgressRuntime, tunnel: Tunnel, dest: Destination, address: string, bytes: Buffer): void {
+function dial(rt: EgressRuntime, tunnel: Tunnel, dest: Destination, address: string, port: number, bytes: Buffer): void {
   const client = tunnel.client;
   const down = new Downlink(client);
   const upstream = net.connect({
-    host: address, port: dest.port, allowHalfOpen: true, noDelay: true,
+    host: address, port, allowHalfOpen: true, noDelay: true,
     onread: { buffer: () => down.next(), callback: (n: number, buf: Uint8Array) => down.write(n, buf) },
   });
   down.upstream = upstream;

@@ -30,7 +30,17 @@ export function toEgressEntry(se: ServiceEntryResource): EgressEntry {
     ports: (spec.ports ?? []).map((p) => ({ number: p.number, protocol: p.protocol ?? '', name: p.name ?? '' })),
     location: spec.location ?? 'MESH_EXTERNAL',
     resolution: spec.resolution ?? 'NONE',
+    // STATIC: where tunnels go. Unix socket endpoints are ignored (load warns about them).
+    ...staticEndpoints(spec),
   };
+}
+
+function staticEndpoints(spec: ServiceEntryResource['spec']): Pick<EgressEntry, 'endpoints'> {
+  if (spec.resolution !== 'STATIC') return {};
+  const endpoints = (spec.endpoints ?? [])
+    .filter((e) => typeof e.address === 'string' && !e.address.startsWith('unix://'))
+    .map((e) => ({ address: e.address!, ports: { ...(e.ports ?? {}) } }));
+  return endpoints.length > 0 ? { endpoints } : {};
 }
 
 // Istio accepts a port without a protocol (it guesses from the name) and protocols such as
