@@ -33,6 +33,7 @@ import type { HeaderMap } from '../upstream/types.ts';
 import { h1Stats } from './enabled.ts';
 import { latin1 } from './head.ts';
 import { isToken, TCHAR, validFieldValue } from './chars.ts';
+import { chunkSizeLine } from './chunked.ts';
 import { RAW_HAS_DATE, RAW_HAS_LENGTH } from '../upstream/pool.ts';
 
 /** Response heads beyond this are refused (http1.ts gives undici the same limit). */
@@ -397,7 +398,7 @@ class UpConn {
           if (b === null) return;
           const eol = b.indexOf(10, this.pos);
           if (eol < 0) { if (b.length - this.pos > 4096) this.fail('reset', new Error('bad chunk size line')); return; }
-          const size = chunkSizeOf(b, this.pos, eol);
+          const size = chunkSizeLine(b, this.pos, eol, false);
           if (size < 0) { this.fail('reset', new Error('bad chunk size line')); return; }
           this.consume(eol + 1 - this.pos);
           this.left = size;
@@ -958,21 +959,3 @@ function addValue(h: HeaderMap, name: string, value: string): void {
   else cur.push(value);
 }
 
-function chunkSizeOf(b: Buffer, start: number, eol: number): number {
-  if (eol === start || b[eol - 1] !== 13) return -1;
-  const end = eol - 1;
-  let n = 0;
-  let i = start;
-  for (; i < end; i++) {
-    const c = b[i];
-    let d: number;
-    if (c >= 48 && c <= 57) d = c - 48;
-    else if (c >= 97 && c <= 102) d = c - 87;
-    else if (c >= 65 && c <= 70) d = c - 55;
-    else break;
-    if (i - start >= 12) return -1;
-    n = n * 16 + d;
-  }
-  if (i === start) return -1;
-  return n;
-}

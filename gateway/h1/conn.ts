@@ -26,6 +26,7 @@ import { handleRequest, type ListenerRuntime } from '../pipeline.ts';
 import { h1Stats } from './enabled.ts';
 import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, distinctOf, FALLBACK, INCOMPLETE, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.ts';
 import { isToken, validFieldValue } from './chars.ts';
+import { chunkSizeLine } from './chunked.ts';
 import { RAW_HAS_DATE, RAW_HAS_LENGTH } from '../upstream/pool.ts';
 
 /** What the connection needs from its port: the current runtime, node's server for fallbacks. */
@@ -212,7 +213,7 @@ export class FastConnection {
             if (b.length - this.pos > MAX_CHUNK_LINE) return this.badBody();
             return false;
           }
-          const size = chunkSize(b, this.pos, eol);
+          const size = chunkSizeLine(b, this.pos, eol, true);
           if (size < 0) return this.badBody();
           this.consume(eol + 1 - this.pos);
           this.bodyLeft = size;
@@ -410,35 +411,6 @@ function sweepIdle(): void {
 function onSockDrain(this: TaggedSocket): void {
   const res = this[kConn]?.res;
   if (res != null && res.needDrain) { res.needDrain = false; res.emit('drain'); }
-}
-
-/** `1a;ext=v\r` → 26; -1 when malformed. */
-function chunkSize(b: Buffer, start: number, eol: number): number {
-  if (eol === start || b[eol - 1] !== 13) return -1;
-  const end = eol - 1;
-  let i = start;
-  let n = 0;
-  while (i < end) {
-    const c = b[i];
-    let d: number;
-    if (c >= 48 && c <= 57) d = c - 48;
-    else if (c >= 97 && c <= 102) d = c - 87;
-    else if (c >= 65 && c <= 70) d = c - 55;
-    else break;
-    if (i - start >= 12) return -1; // beyond 2^48: not a body we accept
-    n = n * 16 + d;
-    i++;
-  }
-  if (i === start) return -1;
-  if (i < end) {
-    // Extensions: `;` then visible characters / whitespace; ignored.
-    if (b[i] !== 59 /* ; */ && b[i] !== 32 && b[i] !== 9) return -1;
-    for (; i < end; i++) {
-      const c = b[i];
-      if ((c < 0x20 && c !== 9) || c === 0x7f) return -1;
-    }
-  }
-  return n;
 }
 
 function trailerLine(b: Buffer, start: number, end: number): boolean {
