@@ -134,14 +134,18 @@ class RouteHooks implements ResponseHooks {
 const NO_HOOKS: ResponseHooks = { onHeaders() {}, noop: true };
 
 function hooksFor(route: CompiledRoute, wc: CompiledWeighted | null, origin: string | null, extra: Record<string, string> | null = null): ResponseHooks {
-  if (route.responseOps === null && (wc === null || wc.responseOps === null) && origin === null && extra === null) return NO_HOOKS;
+  if (route.responseOps === null && (wc === null || wc.responseOps === null) && origin === null) {
+    // Policy headers only (RateLimit-* of an allowed request): still a head that can pass as bytes.
+    return extra === null ? NO_HOOKS : new FixedHeaders(extra);
+  }
   return new RouteHooks(route, wc, origin, extra);
 }
 
-/** Local reply hooks that only add fixed headers (policy answers: WWW-Authenticate, Retry-After…). */
+/** Hooks that only set fixed headers (policy answers: WWW-Authenticate, Retry-After; RateLimit-*). */
 class FixedHeaders implements ResponseHooks {
   headers: Record<string, string>;
   constructor(headers: Record<string, string>) { this.headers = headers; }
+  get setOnly(): Record<string, string> { return this.headers; }
   onHeaders(_status: number, headers: HeaderMap): void { Object.assign(headers, this.headers); }
 }
 

@@ -588,8 +588,14 @@ export class FastRes extends EventEmitter {
    * undefined for these: nothing reads response headers back on this path (gRPC, the one
    * reader, never takes it).
    */
-  writeRawHead(status: number, lines: Buffer, flags: number): void {
+  writeRawHead(status: number, lines: Buffer, flags: number, set: Readonly<Record<string, string>> | null): void {
     if (this.headersSent) throw new Error('Cannot write headers after they are sent to the client');
+    if (set !== null) {
+      const added = setLines(lines, set);
+      // A set header the upstream sent as well replaces it in place: the map path does that.
+      if (added === null) { this.writeHead(status, Object.assign(linesToMap(lines), set)); return; }
+      lines = Buffer.concat([lines, added]);
+    }
     const close = this.headState(status, (flags & RAW_HAS_LENGTH) !== 0, null) === TAIL_CLOSE;
     this.pendingRaw = lines;
     this.pendingTail = this.conn.tail((flags & RAW_HAS_DATE) !== 0, close, this.chunked);
@@ -757,6 +763,33 @@ export class FastRes extends EventEmitter {
     this.conn.sock.destroy();
     return this;
   }
+}
+
+/**
+ * `set` as header lines to append after a raw head's `lines`, or null when one of its names
+ * is among them already (or frames the message: the map path must handle it). Throws on
+ * what writeHead would refuse.
+ */
+function setLines(lines: Buffer, set: Readonly<Record<string, string>>): Buffer | null {
+  let out = '';
+  for (const name in set) {
+    if (name === 'content-length' || name === 'transfer-encoding' || name === 'connection' || name === 'date') return null;
+    if (lines.indexOf(`${name}:`) === 0 || lines.indexOf(`\n${name}:`) >= 0) return null;
+    if (!isToken(name)) throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
+    out += headerLine(name, set[name]);
+  }
+  return Buffer.from(out, 'latin1');
+}
+
+/** Raw head lines (`name: value\r\n`, names lower-case and distinct) back as a header map. */
+function linesToMap(lines: Buffer): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const line of lines.toString('latin1').split('\r\n')) {
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    map[line.slice(0, colon)] = line.slice(colon + 2);
+  }
+  return map;
 }
 
 /** `HTTP/1.1 200 OK\r\n`, node's reason phrases; built once per status. */

@@ -14,15 +14,16 @@ import { h2, raw } from '../../test/helpers/client.ts';
 import { issueCert, makeCA, type Pem, type TestCA } from '../../test/helpers/certs.ts';
 import { dest, direct, exact, listener, match, prefix, proxyConfig, route, serverCert, vhost } from '../../test/helpers/proxyconfig.ts';
 import { h1Stats } from './enabled.ts';
+import type { ProxyConfig } from '../../api/proxyconfig.ts';
 
 /** Builds a data plane with the fast path switched as asked (read when listeners and clusters are built). */
-async function planeWith(fast: boolean, upstreamPort: number): Promise<{ dp: DataPlane; port: number }> {
+async function planeWith(fast: boolean, upstreamPort: number, limited = false): Promise<{ dp: DataPlane; port: number }> {
   const dp = new DataPlane({ upstreams: createUpstreams(), adminPort: 0, healthPort: 0, metricsPort: null, portMap: { 8080: 0 }, drainMs: 200 });
   await dp.start();
   const saved = process.env.MESHGATE_H1_FASTPATH;
   process.env.MESHGATE_H1_FASTPATH = fast ? '1' : '0';
   try {
-    await dp.apply(proxyConfig([listener(8080, [vhost(['*'], [
+    const cfg = proxyConfig([listener(8080, [vhost(['*'], [
       route('direct', [match({ uri: exact('/direct') })], [], { action: direct(200, 'direct answer') }),
       route('redirect', [match({ uri: exact('/old') })], [], { action: { kind: 'redirect', uri: '/new', authority: null, port: null, derivePort: null, scheme: null, code: 301 } }),
       route('edited', [match({ uri: prefix('/edited') })], [dest('a')], {
@@ -30,13 +31,25 @@ async function planeWith(fast: boolean, upstreamPort: number): Promise<{ dp: Dat
         responseHeaders: { set: [['x-resp', 'set']], add: [], remove: ['x-upstream'] },
       }),
       route('retried', [match({ uri: prefix('/retried') })], [dest('a')], { retries: { attempts: 2, perTryTimeoutMs: null, retryOn: ['5xx'], retriableStatusCodes: [] } }),
+      route('limited', [match({ uri: prefix('/limited') })], [dest('a')]),
       route('api', [match({ uri: prefix('/api') })], [dest('a')]),
-    ])])], [makeCluster('a', [upstreamPort])]));
+    ])])], [makeCluster('a', [upstreamPort])]);
+    if (limited) cfg.policies = LIMITED;
+    await dp.apply(cfg);
   } finally {
     if (saved === undefined) delete process.env.MESHGATE_H1_FASTPATH; else process.env.MESHGATE_H1_FASTPATH = saved;
   }
   return { dp, port: dp.ports()[8080] };
 }
+
+/** A local rate limit on the `limited` route: allowed answers carry RateLimit-* headers. */
+const LIMITED: ProxyConfig['policies'] = {
+  jwtRules: [], authorization: [], numTrustedProxies: 0,
+  rateLimits: [{
+    source: 'ratelimitpolicy/default/rl', mode: 'local', shadow: false, hosts: [], routes: ['virtualservice/default/limited'],
+    rules: [{ source: 'ratelimitpolicy/default/rl/rules/0', name: 'per-route', limit: { requests: 1000, unit: 'minute', burst: 0 }, key: [], overrides: [] }],
+  }],
+};
 
 /** What may differ between two runs of the same exchange: the clock and generated ids. */
 function normalise(s: string): string {
@@ -199,6 +212,7 @@ describe('HTTP/1.1 fast path: response heads passed as bytes match the header-ma
     grpcstatus: { head: 'HTTP/1.1 200 OK\r\ngrpc-status: 14\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
     upgrade: { head: 'HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2\r\n', body: 'ok', raw: false },
     badlength: { head: 'HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n', body: 'ok', raw: false },
+    setbyboth: { head: 'HTTP/1.1 200 OK\r\nRateLimit-Limit: 7\r\nX-A: 1\r\nContent-Length: 2\r\n', body: 'ok', raw: true },
     many: { head: `HTTP/1.1 200 OK\r\n${Array.from({ length: 40 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}Content-Length: 2\r\n`, body: 'ok', raw: false },
   };
   let server: import('node:net').Server;
@@ -216,7 +230,7 @@ describe('HTTP/1.1 fast path: response heads passed as bytes match the header-ma
           if (end < 0) return;
           const head = buf.slice(0, end);
           buf = buf.slice(end + 4);
-          const name = /^\w+ \/api\/(\w+)/.exec(head)?.[1] ?? '';
+          const name = /^\w+ \/(?:api|limited)\/(\w+)/.exec(head)?.[1] ?? '';
           const h = HEADS[name];
           if (h === undefined) { sock.end('HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n'); return; }
           const body = head.startsWith('HEAD ') ? '' : h.body ?? '';
@@ -228,13 +242,31 @@ describe('HTTP/1.1 fast path: response heads passed as bytes match the header-ma
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     upPort = (server.address() as import('node:net').AddressInfo).port;
-    fast = await planeWith(true, upPort);
-    slow = await planeWith(false, upPort);
+    fast = await planeWith(true, upPort, true);
+    slow = await planeWith(false, upPort, true);
   });
   after(async () => {
     await fast.dp.close(200);
     await slow.dp.close(200);
     server.close();
+  });
+
+  test('a rate-limited route: the allowed answer\'s RateLimit-* headers are added to a head passed as bytes', async () => {
+    for (const name of ['plain', 'chunked', 'spacing']) {
+      const s0 = { ...h1Stats };
+      const req = `GET /limited/${name} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n`;
+      const a = normalise(await raw(fast.port, req));
+      assert.equal(h1Stats.rawHeads - s0.rawHeads, 1, name);
+      // Both planes count against their own limit; a fresh plane's first answers match.
+      const b = normalise(await raw(slow.port, req));
+      assert.equal(a, b, name);
+      assert.match(a, /\r\nratelimit-limit: 1000\r\nratelimit-remaining: \d+\r\nratelimit-reset: \d+\r\n/, name);
+    }
+    // The upstream sends a header the policy sets: replaced in place, as the map path does.
+    const a = normalise(await raw(fast.port, 'GET /limited/setbyboth HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n'));
+    const b = normalise(await raw(slow.port, 'GET /limited/setbyboth HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n'));
+    assert.equal(a, b);
+    assert.match(a, /^HTTP\/1\.1 200 OK\r\nratelimit-limit: 1000\r\nx-a: 1\r\ncontent-length: 2\r\nratelimit-remaining: \d+\r\nratelimit-reset: \d+\r\n/);
   });
 
   for (const [name, h] of Object.entries(HEADS)) {

@@ -183,7 +183,7 @@ const EMPTY = Buffer.alloc(0);
 const NO_HEADERS: HeaderMap = Object.freeze({}) as HeaderMap;
 
 /** A downstream response that takes a head as bytes (the HTTP/1.1 fast path's FastRes). */
-interface RawHeadRes { writeRawHead(status: number, lines: Buffer, flags: number): void }
+interface RawHeadRes { writeRawHead(status: number, lines: Buffer, flags: number, set: Readonly<Record<string, string>> | null): void }
 // Frozen: a result's flags are read, never edited; a push would throw rather than leak.
 const NO_RESPONSE_FLAGS = Object.freeze([]) as unknown as ResponseFlag[];
 
@@ -254,7 +254,7 @@ export class Exchange implements Sink {
         this.hash = hashString(value);
       }
     }
-    this.rawHead = this.hooks.noop === true && this.setCookie === null && !this.up.grpc && typeof (res as unknown as Partial<RawHeadRes>).writeRawHead === 'function';
+    this.rawHead = (this.hooks.noop === true || this.hooks.setOnly !== undefined) && this.setCookie === null && !this.up.grpc && typeof (res as unknown as Partial<RawHeadRes>).writeRawHead === 'function';
     this.attempt();
   }
 
@@ -332,7 +332,12 @@ export class Exchange implements Sink {
     if (this.retriedOn(call, status, NO_HEADERS)) return;
     this.status = status;
     this.headersSent = true;
-    (this.res as unknown as RawHeadRes).writeRawHead(status, lines, flags);
+    try {
+      (this.res as unknown as RawHeadRes).writeRawHead(status, lines, flags, this.hooks.setOnly ?? null);
+    } catch (err) {
+      // A set header a client cannot be sent: as upstreamHeaders answers it.
+      this.headersCannotBeSent(call, err as Error);
+    }
   }
 
   upstreamHeaders(call: Call, status: number, headers: HeaderMap, endStream: boolean): void {
@@ -355,13 +360,17 @@ export class Exchange implements Sink {
       }
     } catch (err) {
       // Headers a client cannot be sent (an edit produced an invalid value).
-      call.abort();
-      this.call = null;
-      this.headersSent = false;
-      this.status = 502;
-      this.bytesSent = writeLocalReply(res, null, this.up.grpc, 502, `upstream response headers cannot be forwarded: ${(err as Error).message}`, GRPC_INTERNAL);
-      this.finish();
+      this.headersCannotBeSent(call, err as Error);
     }
+  }
+
+  headersCannotBeSent(call: Call, err: Error): void {
+    call.abort();
+    this.call = null;
+    this.headersSent = false;
+    this.status = 502;
+    this.bytesSent = writeLocalReply(this.res, null, this.up.grpc, 502, `upstream response headers cannot be forwarded: ${err.message}`, GRPC_INTERNAL);
+    this.finish();
   }
 
   upstreamData(call: Call, chunk: Buffer): void {

@@ -80,6 +80,11 @@ export interface ResponseHooks {
   onHeaders(status: number, headers: HeaderMap): void;
   /** True when onHeaders never changes anything: the response head may pass through as bytes. */
   readonly noop?: boolean;
+  /**
+   * Set when all onHeaders does is set these headers (Object.assign: replace or append):
+   * the response head may still pass through as bytes, with these lines added.
+   */
+  readonly setOnly?: Readonly<Record<string, string>>;
 }
 
 export interface Upstreams {
