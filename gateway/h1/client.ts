@@ -471,8 +471,8 @@ class UpConn {
         const r = RAW;
         if (r.keepAlive !== null) this.keepAliveHint(r.keepAlive);
         const flags = r.cl >= 0 ? RAW_HAS_LENGTH | r.date : r.date;
-        if (this.frame(status, minor, r.cl, r.chunked, r.connKeepAlive, r.connClose)) return this.deliverRaw(call, status, lines, flags);
-        call.sink.upstreamRawHead!(call, status, lines, flags);
+        if (this.frame(status, minor, r.cl, r.chunked, r.connKeepAlive, r.connClose)) return this.deliverRaw(call, status, lines, flags, r.nameLens);
+        call.sink.upstreamRawHead!(call, status, lines, flags, r.nameLens);
         return this.afterHead(call);
       }
     }
@@ -554,8 +554,8 @@ class UpConn {
   }
 
   /** A bodiless response's raw head went to the sink: the exchange is complete. */
-  deliverRaw(call: FastH1Call, status: number, lines: Buffer, flags: number): boolean {
-    call.sink.upstreamRawHead!(call, status, lines, flags);
+  deliverRaw(call: FastH1Call, status: number, lines: Buffer, flags: number, nameLens: number): boolean {
+    call.sink.upstreamRawHead!(call, status, lines, flags, nameLens);
     return this.endAfterHead(call);
   }
 
@@ -646,6 +646,8 @@ const RAW = {
   keepAlive: null as string | null,
   /** RAW_HAS_DATE when a Date line is among the kept ones, else 0. */
   date: 0,
+  /** Bit n set: a kept name has n characters (n ≥ 31: bit 31) — see Sink.upstreamRawHead. */
+  nameLens: 0,
 };
 /** Heads with more lines than this take the header-map path. */
 const RAW_MAX_LINES = 32;
@@ -698,6 +700,7 @@ function rawHeadLines(b: Buffer, from: number, end: number): Buffer | null {
   r.connClose = false;
   r.keepAlive = null;
   r.date = 0;
+  let lens = 0;
   let o = 0;
   let lines = 0;
   let p = from;
@@ -783,9 +786,11 @@ function rawHeadLines(b: Buffer, from: number, end: number): Buffer | null {
         if (isHopOrGrpc(out, o0, nameLen)) return null;
         break;
     }
+    lens |= 1 << (nameLen < 31 ? nameLen : 31);
     out[o++] = 13;
     out[o++] = 10;
   }
+  r.nameLens = lens;
   return Buffer.from(out.subarray(0, o));
 }
 

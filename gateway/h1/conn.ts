@@ -533,6 +533,8 @@ export class FastRes extends EventEmitter {
   pendingHead: string | null = null;
   /** writeRawHead's header lines and the rest of its head, not written yet. */
   pendingRaw: Buffer | null = null;
+  /** Header lines a policy set (writeRawHead's `set`), written after pendingRaw. */
+  pendingAdded = '';
   pendingTail: Buffer | null = null;
   chunked = false;
   /** 204/304/HEAD: a head only. */
@@ -588,16 +590,18 @@ export class FastRes extends EventEmitter {
    * undefined for these: nothing reads response headers back on this path (gRPC, the one
    * reader, never takes it).
    */
-  writeRawHead(status: number, lines: Buffer, flags: number, set: Readonly<Record<string, string>> | null): void {
+  writeRawHead(status: number, lines: Buffer, flags: number, nameLens: number, set: Readonly<Record<string, string>> | null): void {
     if (this.headersSent) throw new Error('Cannot write headers after they are sent to the client');
+    let added = '';
     if (set !== null) {
-      const added = setLines(lines, set);
+      const a = setLines(lines, nameLens, set);
       // A set header the upstream sent as well replaces it in place: the map path does that.
-      if (added === null) { this.writeHead(status, Object.assign(linesToMap(lines), set)); return; }
-      lines = Buffer.concat([lines, added]);
+      if (a === null) { this.writeHead(status, Object.assign(linesToMap(lines), set)); return; }
+      added = a;
     }
     const close = this.headState(status, (flags & RAW_HAS_LENGTH) !== 0, null) === TAIL_CLOSE;
     this.pendingRaw = lines;
+    this.pendingAdded = added;
     this.pendingTail = this.conn.tail((flags & RAW_HAS_DATE) !== 0, close, this.chunked);
   }
 
@@ -670,9 +674,11 @@ export class FastRes extends EventEmitter {
     const raw = this.pendingRaw;
     if (raw !== null) {
       const tail = this.pendingTail!;
+      const added = this.pendingAdded;
       this.pendingRaw = null;
       this.pendingTail = null;
-      return this.flushRaw(raw, tail, body, last);
+      this.pendingAdded = '';
+      return this.flushRaw(raw, added, tail, body, last);
     }
     let prefix = this.pendingHead ?? '';
     this.pendingHead = null;
@@ -715,7 +721,7 @@ export class FastRes extends EventEmitter {
    * piece (framed when chunked) in one buffer, one write; the three head parts are Buffers
    * already (the status line and tail cached), so this is copies only.
    */
-  private flushRaw(lines: Buffer, tail: Buffer, body: Buffer | null, last: boolean): boolean {
+  private flushRaw(lines: Buffer, added: string, tail: Buffer, body: Buffer | null, last: boolean): boolean {
     const sock = this.conn.sock;
     const status = statusLineBytes(this.statusCode);
     let frame = '';
@@ -729,11 +735,13 @@ export class FastRes extends EventEmitter {
     }
     const whole = body === null || body.length <= COALESCE_MAX;
     const inline = body !== null && whole ? body.length : 0;
-    const out = Buffer.allocUnsafe(status.length + lines.length + tail.length + frame.length + (whole ? inline + suffix.length : 0));
+    // `added` is latin-1 (setLines checked it): one byte per character.
+    const out = Buffer.allocUnsafe(status.length + lines.length + added.length + tail.length + frame.length + (whole ? inline + suffix.length : 0));
     out.set(status, 0);
     let o = status.length;
     out.set(lines, o);
     o += lines.length;
+    if (added.length > 0) o += out.write(added, o, 'latin1');
     out.set(tail, o);
     o += tail.length;
     if (frame.length > 0) o += out.write(frame, o, 'latin1');
@@ -770,15 +778,25 @@ export class FastRes extends EventEmitter {
  * is among them already (or frames the message: the map path must handle it). Throws on
  * what writeHead would refuse.
  */
-function setLines(lines: Buffer, set: Readonly<Record<string, string>>): Buffer | null {
+function setLines(lines: Buffer, nameLens: number, set: Readonly<Record<string, string>>): string | null {
   let out = '';
   for (const name in set) {
     if (name === 'content-length' || name === 'transfer-encoding' || name === 'connection' || name === 'date') return null;
-    if (lines.indexOf(`${name}:`) === 0 || lines.indexOf(`\n${name}:`) >= 0) return null;
+    // Only when a name of this length is there can it be this one.
+    if ((nameLens & (1 << (name.length < 31 ? name.length : 31))) !== 0 && hasLine(lines, name)) return null;
     if (!isToken(name)) throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
     out += headerLine(name, set[name]);
   }
-  return Buffer.from(out, 'latin1');
+  return out;
+}
+
+/** A line of `lines` starts with `name:`. */
+function hasLine(lines: Buffer, name: string): boolean {
+  const needle = `${name}:`;
+  for (let at = lines.indexOf(needle); at >= 0; at = lines.indexOf(needle, at + 1)) {
+    if (at === 0 || lines[at - 1] === 10) return true;
+  }
+  return false;
 }
 
 /** Raw head lines (`name: value\r\n`, names lower-case and distinct) back as a header map. */

@@ -183,7 +183,7 @@ const EMPTY = Buffer.alloc(0);
 const NO_HEADERS: HeaderMap = Object.freeze({}) as HeaderMap;
 
 /** A downstream response that takes a head as bytes (the HTTP/1.1 fast path's FastRes). */
-interface RawHeadRes { writeRawHead(status: number, lines: Buffer, flags: number, set: Readonly<Record<string, string>> | null): void }
+interface RawHeadRes { writeRawHead(status: number, lines: Buffer, flags: number, nameLens: number, set: Readonly<Record<string, string>> | null): void }
 // Frozen: a result's flags are read, never edited; a push would throw rather than leak.
 const NO_RESPONSE_FLAGS = Object.freeze([]) as unknown as ResponseFlag[];
 
@@ -326,14 +326,14 @@ export class Exchange implements Sink {
     return false;
   }
 
-  upstreamRawHead(call: Call, status: number, lines: Buffer, flags: number): void {
+  upstreamRawHead(call: Call, status: number, lines: Buffer, flags: number, nameLens: number): void {
     if (call !== this.call) return;
     // rawHeadLines refuses heads with grpc-status: no header a retry reads is missing here.
     if (this.retriedOn(call, status, NO_HEADERS)) return;
     this.status = status;
     this.headersSent = true;
     try {
-      (this.res as unknown as RawHeadRes).writeRawHead(status, lines, flags, this.hooks.setOnly ?? null);
+      (this.res as unknown as RawHeadRes).writeRawHead(status, lines, flags, nameLens, this.hooks.setOnly ?? null);
     } catch (err) {
       // A set header a client cannot be sent: as upstreamHeaders answers it.
       this.headersCannotBeSent(call, err as Error);

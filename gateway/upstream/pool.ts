@@ -33,9 +33,11 @@ export interface Sink {
    * value trimmed, CRLF after each, hop-by-hop and framing lines (Connection, Keep-Alive,
    * Transfer-Encoding) already dropped, names all distinct — exactly what writeHead would
    * write for the map upstreamHeaders would have had. `flags`: RAW_HAS_LENGTH, RAW_HAS_DATE.
+   * `nameLens`: bit n set when some name has n characters (bit 31: 31 or more), so a sink
+   * adding headers knows without a search when none of its names can be there already.
    * `lines` is the sink's to keep.
    */
-  upstreamRawHead?(call: Call, status: number, lines: Buffer, flags: number): void;
+  upstreamRawHead?(call: Call, status: number, lines: Buffer, flags: number, nameLens: number): void;
   upstreamData(call: Call, chunk: Buffer): void;
   upstreamEnd(call: Call, trailers: HeaderMap | null): void;
   upstreamError(call: Call, kind: FailureKind, err: Error): void;
