@@ -492,6 +492,8 @@ function runChecks(rl: RateLimits, first: number, facts: RequestFacts, ctx: Rate
     }
   }
   rl.stats.checked++;
+  // One rule (the usual case): no Promise.all around its one answer.
+  if (pending.length === 1) return pending[0].then((o) => decide(rl, rules, slots, [o]));
   // Every rule counts the request, even when another rejects it, as Envoy's descriptors do.
   return Promise.all(pending).then((outcomes) => decide(rl, rules, slots, outcomes));
 }
