@@ -71,8 +71,12 @@ export async function scrape(metricsPort: number): Promise<string> {
   return r.text();
 }
 
-/** Waits until the gateway answers /healthz/ready with 200. */
-export async function waitReady(p: Proc, health: number, ms = 15_000): Promise<void> {
+/**
+ * Waits until the gateway answers /healthz/ready with 200. The bound is generous: with the
+ * whole suite running on two cores, `up --concurrency 2` (pilot and two gateway processes,
+ * each compiling its TypeScript) has taken over 15 s to become ready.
+ */
+export async function waitReady(p: Proc, health: number, ms = 30_000): Promise<void> {
   await eventually(async () => {
     if (p.child.exitCode !== null) throw new Error(`meshgate exited with ${p.child.exitCode}:\n${p.output()}`);
     const r = await fetch(`http://127.0.0.1:${health}/healthz/ready`).catch(() => null);
