@@ -9,7 +9,6 @@ import { DataPlane } from '../dataplane.ts';
 import { createUpstreams } from '../upstream/index.ts';
 import { startEcho, type Upstream } from '../../test/helpers/upstream.ts';
 import { makeCluster } from '../../test/helpers/downstream.ts';
-import { connect as tlsConnect } from 'node:tls';
 import { h2, raw } from '../../test/helpers/client.ts';
 import { issueCert, makeCA, type Pem, type TestCA } from '../../test/helpers/certs.ts';
 import { dest, direct, exact, listener, match, prefix, proxyConfig, route, serverCert, vhost } from '../../test/helpers/proxyconfig.ts';
@@ -337,24 +336,9 @@ describe('HTTP/1.1 fast path over TLS: parity with node:https + undici', () => {
     return { dp, port: dp.ports()[443] };
   }
 
-  /** Writes the parts over one TLS connection (ALPN as given) and returns all it read, as latin-1. */
+  /** The parts over one TLS connection (ALPN as given, a client certificate), all it read. */
   function rawTls(port: number, parts: string[], alpn: string[] | undefined): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const sock = tlsConnect({ port, host: '127.0.0.1', servername: 'svc.example', ca: ca.certPem, cert: clientCert.certPem, key: clientCert.keyPem, ...(alpn ? { ALPNProtocols: alpn } : {}) });
-      let out = '';
-      const timer = setTimeout(() => { sock.destroy(); resolve(out); }, 3000);
-      sock.setEncoding('latin1');
-      sock.on('data', (c: string) => { out += c; });
-      sock.on('close', () => { clearTimeout(timer); resolve(out); });
-      sock.on('error', (e) => { clearTimeout(timer); if (out) resolve(out); else reject(e); });
-      let i = 0;
-      const next = () => {
-        if (i >= parts.length) return;
-        sock.write(parts[i++]);
-        if (i < parts.length) setTimeout(next, 30);
-      };
-      sock.once('secureConnect', next);
-    });
+    return raw(port, parts, 3000, { servername: 'svc.example', ca: ca.certPem, cert: clientCert.certPem, key: clientCert.keyPem, ...(alpn ? { ALPNProtocols: alpn } : {}) });
   }
 
   before(async () => {

@@ -81,12 +81,12 @@ export function https1(port: number, path: string, tlsOpts: tls.ConnectionOption
 
 /**
  * Sends raw bytes (several parts: separate writes 30 ms apart), returns everything the server
- * wrote until it closed (or the timeout).
+ * wrote until it closed (or the timeout). `tlsOpts`: over TLS (writes wait for the handshake).
  */
-export function raw(port: number, bytes: string | string[], timeoutMs = 3000): Promise<string> {
+export function raw(port: number, bytes: string | string[], timeoutMs = 3000, tlsOpts?: tls.ConnectionOptions): Promise<string> {
   const parts = typeof bytes === 'string' ? [bytes] : bytes;
   return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
+    const sock = tlsOpts === undefined ? net.connect(port, '127.0.0.1') : tls.connect({ port, host: '127.0.0.1', ...tlsOpts });
     let out = '';
     const timer = setTimeout(() => { sock.destroy(); resolve(out); }, timeoutMs);
     sock.setEncoding('latin1');
@@ -99,6 +99,6 @@ export function raw(port: number, bytes: string | string[], timeoutMs = 3000): P
       sock.write(parts[i++]);
       if (i < parts.length) setTimeout(next, 30);
     };
-    next();
+    if (tlsOpts === undefined) next(); else sock.once('secureConnect', next);
   });
 }
