@@ -34,6 +34,7 @@ import { h1Stats } from './enabled.ts';
 import { latin1 } from './head.ts';
 import { isToken, TCHAR, validFieldValue } from './chars.ts';
 import { chunkSizeLine } from './chunked.ts';
+import { Sweep } from './sweep.ts';
 import { RAW_HAS_DATE, RAW_HAS_LENGTH } from '../upstream/pool.ts';
 
 /** Response heads beyond this are refused (http1.ts gives undici the same limit). */
@@ -134,25 +135,11 @@ export class FastH1Transport implements Transport {
 }
 
 /** One timer for every transport with open connections: closes idle ones past their keep-alive. */
-const sweeper = {
-  set: new Set<FastH1Transport>(),
-  timer: null as NodeJS.Timeout | null,
-  add(t: FastH1Transport): void {
-    this.set.add(t);
-    if (this.timer === null) {
-      this.timer = setInterval(sweepAll, SWEEP_MS);
-      this.timer.unref();
-    }
-  },
-  delete(t: FastH1Transport): void {
-    this.set.delete(t);
-    if (this.set.size === 0 && this.timer !== null) { clearInterval(this.timer); this.timer = null; }
-  },
-};
+const sweeper = new Sweep<FastH1Transport>(SWEEP_MS, sweepAll);
 
-function sweepAll(): void {
+function sweepAll(transports: Set<FastH1Transport>): void {
   const now = Date.now();
-  for (const t of sweeper.set) t.sweep(now);
+  for (const t of transports) t.sweep(now);
 }
 
 // ---------------------------------------------------------------- one connection

@@ -27,6 +27,7 @@ import { h1Stats } from './enabled.ts';
 import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, distinctOf, FALLBACK, INCOMPLETE, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.ts';
 import { isToken, validFieldValue } from './chars.ts';
 import { chunkSizeLine } from './chunked.ts';
+import { Sweep } from './sweep.ts';
 import { RAW_HAS_DATE, RAW_HAS_LENGTH } from '../upstream/pool.ts';
 
 /** What the connection needs from its port: the current runtime, node's server for fallbacks. */
@@ -382,24 +383,10 @@ function onSockClose(this: TaggedSocket): void { this[kConn]?.onClose(); }
 const SWEEP_MS = 1000;
 
 /** Every open fast connection, checked for inactivity once per SWEEP_MS by one timer. */
-const idleSweep = {
-  conns: new Set<FastConnection>(),
-  timer: null as NodeJS.Timeout | null,
-  add(c: FastConnection): void {
-    this.conns.add(c);
-    if (this.timer === null) {
-      this.timer = setInterval(sweepIdle, SWEEP_MS);
-      this.timer.unref();
-    }
-  },
-  delete(c: FastConnection): void {
-    if (!this.conns.delete(c)) return;
-    if (this.conns.size === 0 && this.timer !== null) { clearInterval(this.timer); this.timer = null; }
-  },
-};
+const idleSweep = new Sweep<FastConnection>(SWEEP_MS, sweepIdle);
 
-function sweepIdle(): void {
-  for (const c of idleSweep.conns) {
+function sweepIdle(conns: Set<FastConnection>): void {
+  for (const c of conns) {
     if (c.active) { c.active = false; c.quietMs = 0; continue; }
     c.quietMs += SWEEP_MS;
     if (c.quietMs < c.port.keepAliveMs) continue;
